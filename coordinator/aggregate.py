@@ -1,0 +1,87 @@
+"""Adding up the nodes' noisy answers into one table with honest error bars.
+
+The coordinator does not trust a node's description of its own noise: it recomputes the scale
+every node must have used from the public query (same code path, ``privacy/``), excludes answers
+that do not fit, and states the interval from that, not from what nodes claim.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from coordinator.plan import Analysis
+from coordinator.rounds import NodeOutcome
+from privacy.histogram import GaussianHistogram
+from privacy.intervals import sum_half_width
+
+
+class RoundFailed(Exception):
+    """Too few usable answers: nothing of this analysis is released."""
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatedTable:
+    analysis: Analysis
+    contributors: tuple[str, ...]
+    excluded: tuple[tuple[str, str], ...]
+    sums: tuple[int, ...]
+    per_node_scale: float
+    sd_total: float
+    half_width_95: float
+
+
+def _mechanism(analysis: Analysis) -> GaussianHistogram:
+    q = analysis.query
+    return GaussianHistogram(n_cells=q.n_cells, bound=q.bound, rho=q.rho)
+
+
+def usable(analysis: Analysis, outcome: NodeOutcome, expected_scale: float) -> str | None:
+    """Why this outcome cannot be added in, or None when it can."""
+    if outcome.answer is None:
+        return outcome.reason or "no answer"
+    a = outcome.answer
+    q = analysis.query
+    if len(a.values) != q.n_cells:
+        return f"answer has {len(a.values)} cells, the table has {q.n_cells}"
+    if a.rho != q.rho:
+        return f"answer was charged at rho {a.rho}, the plan declares {q.rho}"
+    if not math.isclose(a.noise_scale, expected_scale, rel_tol=1e-9):
+        return (
+            f"answer used noise scale {a.noise_scale:.6g}, the plan requires {expected_scale:.6g}"
+        )
+    return None
+
+
+def aggregate_open(
+    analysis: Analysis, outcomes: list[NodeOutcome], min_nodes: int
+) -> AggregatedTable:
+    """Open mode: each node added the full noise; the sum carries n times the variance."""
+    scale = _mechanism(analysis).noise.scale
+    contributors: list[str] = []
+    excluded: list[tuple[str, str]] = []
+    sums = [0] * analysis.query.n_cells
+    for outcome in outcomes:
+        reason = usable(analysis, outcome, scale)
+        if reason is not None:
+            excluded.append((outcome.institution_id, reason))
+            continue
+        assert outcome.answer is not None
+        contributors.append(outcome.institution_id)
+        sums = [s + v for s, v in zip(sums, outcome.answer.values, strict=True)]
+    if len(contributors) < min_nodes:
+        detail = "; ".join(f"{i}: {r}" for i, r in excluded) or "no participants"
+        raise RoundFailed(
+            f"{analysis.id}: only {len(contributors)} usable answer(s), the plan needs"
+            f" {min_nodes}; nothing released ({detail})"
+        )
+    variances = [scale**2] * len(contributors)
+    return AggregatedTable(
+        analysis=analysis,
+        contributors=tuple(contributors),
+        excluded=tuple(excluded),
+        sums=tuple(sums),
+        per_node_scale=scale,
+        sd_total=math.sqrt(math.fsum(variances)),
+        half_width_95=sum_half_width(variances, 0.95),
+    )

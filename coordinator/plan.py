@@ -1,0 +1,210 @@
+"""Plans: declarative TOML files naming the analyses of a run and their declared privacy cost.
+
+``load_plan`` reports every problem in a plan at once (with the analysis it belongs to), so an
+operator fixes a plan in one pass rather than one error per attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from privacy.bounding import ContributionBound, InvalidBound
+from privacy.budget import InvalidBudget, Rho, compose
+from protocols.dimensions import PUBLIC_DIMENSIONS, public_keys
+from protocols.errors import MalformedMessage
+from protocols.messages import MEASURES, Dimension, HistogramQuery, ReleaseMode
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+MAX_ANALYSES = 200
+
+EXAMPLE = """\
+# A publiek plan: what the sector asks of every node in one run.
+[plan]
+id = "s1-2024"                       # lowercase letters, digits, - _ .
+title = "Tickets by discipline and quarter, 2024"
+mode = "open"                        # open: each node adds full noise (secure comes later)
+min_nodes = 3                        # fewer answering nodes: nothing is released
+task_timeout_s = 120
+delta = 1e-7                         # only to display (epsilon, delta); accounting is in rho
+
+[[analysis]]
+id = "s1_tickets_discipline_quarter"
+title = "Tickets by discipline and quarter"
+statistic = "S1"
+measure = "tickets"
+dimensions = ["discipline", "quarter"]
+years = [2024, 2024]                 # first and last year of period dimensions
+max_cells = 4                        # cells one customer may touch
+max_per_cell = 8                     # tickets one customer may add to a cell
+rho = "0.1"                          # zCDP cost to every node (exact decimal)
+"""
+
+
+class PlanError(ValueError):
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s)\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    id: str
+    title: str
+    query: HistogramQuery
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    id: str
+    title: str
+    mode: ReleaseMode
+    min_nodes: int
+    task_timeout_s: float
+    delta: float
+    analyses: tuple[Analysis, ...]
+    source_text: str
+    sha256: str
+
+    @property
+    def rho_per_node(self) -> Rho:
+        return compose([a.query.rho for a in self.analyses])
+
+
+def _analysis(
+    raw: Any, index: int, mode: ReleaseMode, problems: list[str], seen: set[str]
+) -> Analysis | None:
+    where = f"analysis #{index + 1}"
+    if not isinstance(raw, dict):
+        problems.append(f"{where} is not a table")
+        return None
+    aid = raw.get("id")
+    if not isinstance(aid, str) or not _ID.match(aid):
+        problems.append(f"{where}: id must be lowercase letters, digits, '-', '_' or '.'")
+        aid = f"#{index + 1}"
+    else:
+        where = f"analysis {aid!r}"
+        if aid in seen:
+            problems.append(f"{where}: id is used twice")
+        seen.add(aid)
+    before = len(problems)
+    title = raw.get("title", aid)
+    statistic = raw.get("statistic")
+    if not isinstance(statistic, str) or not re.match(r"^S\d{1,2}$", statistic):
+        problems.append(f"{where}: statistic must be like 'S1'")
+    measure = raw.get("measure")
+    if measure not in MEASURES:
+        problems.append(f"{where}: measure must be one of {', '.join(MEASURES)}")
+    dims = raw.get("dimensions")
+    if not isinstance(dims, list) or not dims or not all(isinstance(d, str) for d in dims):
+        problems.append(f"{where}: dimensions must be a non-empty list of names")
+        dims = []
+    unknown = [d for d in dims if d not in PUBLIC_DIMENSIONS]
+    if unknown:
+        problems.append(
+            f"{where}: unknown dimension(s) {', '.join(unknown)}"
+            f" (known: {', '.join(sorted(PUBLIC_DIMENSIONS))})"
+        )
+    years = raw.get("years", [2024, 2024])
+    if (
+        not isinstance(years, list)
+        or len(years) != 2
+        or not all(isinstance(y, int) for y in years)
+        or not (1990 <= years[0] <= years[1] <= 2100)
+    ):
+        problems.append(f"{where}: years must be [first, last] with 1990 <= first <= last <= 2100")
+        years = [2024, 2024]
+    bound: ContributionBound | None = None
+    try:
+        bound = ContributionBound(int(raw.get("max_cells", 0)), int(raw.get("max_per_cell", 0)))
+    except (InvalidBound, TypeError, ValueError) as err:
+        problems.append(f"{where}: {err}")
+    rho: Rho | None = None
+    try:
+        rho = Rho.parse(str(raw.get("rho", "")))
+        if rho.is_zero():
+            problems.append(f"{where}: rho must be positive")
+    except InvalidBudget as err:
+        problems.append(f"{where}: {err}")
+    if len(problems) > before or bound is None or rho is None:
+        return None
+    try:
+        query = HistogramQuery(
+            statistic=str(statistic),
+            measure=str(measure),
+            dimensions=tuple(Dimension(d, public_keys(d, years[0], years[1])) for d in dims),
+            bound=bound,
+            rho=rho,
+            mode=mode,
+        )
+    except MalformedMessage as err:
+        problems.append(f"{where}: {err.message}")
+        return None
+    return Analysis(id=aid, title=str(title), query=query)
+
+
+def parse_plan(text: str, source: str = "plan") -> Plan:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise PlanError(source, [f"not valid TOML: {err}"]) from err
+    problems: list[str] = []
+    head = raw.get("plan")
+    if not isinstance(head, dict):
+        raise PlanError(source, ["missing [plan] table"])
+    pid = head.get("id")
+    if not isinstance(pid, str) or not _ID.match(pid):
+        problems.append("plan.id must be lowercase letters, digits, '-', '_' or '.'")
+    try:
+        mode = ReleaseMode(head.get("mode", ""))
+    except ValueError:
+        problems.append('plan.mode must be "open" (say so explicitly) or "secure"')
+        mode = ReleaseMode.OPEN
+    min_nodes = head.get("min_nodes", 3)
+    if not isinstance(min_nodes, int) or not (1 <= min_nodes <= 100_000):
+        problems.append("plan.min_nodes must be a whole number of at least 1")
+        min_nodes = 1
+    timeout = head.get("task_timeout_s", 120)
+    if not isinstance(timeout, int | float) or not (1 <= timeout <= 86_400):
+        problems.append("plan.task_timeout_s must be between 1 and 86400 seconds")
+        timeout = 120
+    delta = head.get("delta", 1e-7)
+    if not isinstance(delta, float) or not (0 < delta < 1e-3):
+        problems.append("plan.delta must be a float in (0, 0.001), e.g. 1e-7")
+        delta = 1e-7
+    raw_analyses = raw.get("analysis")
+    if not isinstance(raw_analyses, list) or not raw_analyses:
+        problems.append("a plan needs at least one [[analysis]]")
+        raw_analyses = []
+    if len(raw_analyses) > MAX_ANALYSES:
+        problems.append(f"a plan may hold at most {MAX_ANALYSES} analyses")
+        raw_analyses = raw_analyses[:MAX_ANALYSES]
+    seen: set[str] = set()
+    analyses = [_analysis(a, i, mode, problems, seen) for i, a in enumerate(raw_analyses)]
+    if problems:
+        raise PlanError(source, problems)
+    return Plan(
+        id=str(pid),
+        title=str(head.get("title", pid)),
+        mode=mode,
+        min_nodes=min_nodes,
+        task_timeout_s=float(timeout),
+        delta=delta,
+        analyses=tuple(a for a in analyses if a is not None),
+        source_text=text,
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    )
+
+
+def load_plan(path: Path) -> Plan:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise PlanError(str(path), ["file not found"]) from err
+    except UnicodeDecodeError as err:
+        raise PlanError(str(path), ["not UTF-8 text"]) from err
+    return parse_plan(text, str(path))

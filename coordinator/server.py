@@ -1,0 +1,280 @@
+"""The coordinator's gRPC server: the Federation service, the standard health service, TLS.
+
+Messages are handled as raw bytes and decoded by ``protocols.serde``, so a truncated or hostile
+message becomes a clear protocol error for that session instead of an opaque transport failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from coordinator.registry import NodeRegistry, Session
+from coordinator.transport import NodeInfo
+from protocols.errors import ErrorCode, MalformedMessage
+from protocols.messages import (
+    ErrorInfo,
+    Heartbeat,
+    Hello,
+    Rejection,
+    TaskResult,
+    Welcome,
+)
+from protocols.serde import decode_node_message, encode_coordinator_message
+from protocols.transport import CONNECT_METHOD, SERVER_OPTIONS, SERVICE_NAME
+from protocols.version import PROTOCOL_VERSION, software_version
+
+log = logging.getLogger("publiek.coordinator")
+
+HELLO_TIMEOUT_S = 10.0
+HEARTBEAT_INTERVAL_MS = 10_000
+
+# (direction, institution id or peer, raw message) -> None; for audits and wire inspection.
+WireTap = Callable[[str, str, bytes], None]
+
+
+class TlsConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    ca: Path
+    cert: Path
+    key: Path
+
+    def credentials(self) -> grpc.ServerCredentials:
+        missing = [str(p) for p in (self.ca, self.cert, self.key) if not p.is_file()]
+        if missing:
+            raise TlsConfigError(f"TLS file(s) not found: {', '.join(missing)}")
+        # require_client_auth: every node must present a certificate from the sector CA.
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())],
+            root_certificates=self.ca.read_bytes(),
+            require_client_auth=True,
+        )
+
+
+def _peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    auth = context.auth_context()
+    names = auth.get("x509_common_name") or []
+    return names[0].decode("utf-8", "replace") if names else None
+
+
+class FederationService:
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        coordinator_id: str,
+        *,
+        require_identity: bool,
+        protocol_version: int = PROTOCOL_VERSION,
+        wire_tap: WireTap | None = None,
+    ) -> None:
+        self.registry = registry
+        self.coordinator_id = coordinator_id
+        self.require_identity = require_identity
+        self.protocol_version = protocol_version
+        self.wire_tap = wire_tap
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        service, method = CONNECT_METHOD.strip("/").split("/")
+        # No (de)serialisers: we see the bytes and decode them ourselves.
+        return grpc.method_handlers_generic_handler(
+            service, {method: grpc.stream_stream_rpc_method_handler(self.connect)}
+        )
+
+    async def _write(self, context: Any, who: str, data: bytes) -> None:
+        if self.wire_tap:
+            self.wire_tap("to_node", who, data)
+        await context.write(data)
+
+    async def _reject(self, context: Any, who: str, code: ErrorCode, message: str) -> None:
+        log.warning("rejected %s: %s: %s", who, code.value, message)
+        await self._write(
+            context, who, encode_coordinator_message(Rejection(ErrorInfo(code, message)))
+        )
+        status = (
+            grpc.StatusCode.PERMISSION_DENIED
+            if code is ErrorCode.IDENTITY_MISMATCH
+            else grpc.StatusCode.FAILED_PRECONDITION
+        )
+        await context.abort(status, f"{code.value}: {message}")
+
+    async def connect(self, request_iterator: Any, context: Any) -> None:
+        peer = context.peer()
+        try:
+            first = await asyncio.wait_for(context.read(), HELLO_TIMEOUT_S)
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no Hello within 10 s")
+            return
+        if first is grpc.aio.EOF:
+            return
+        if self.wire_tap:
+            self.wire_tap("from_node", peer, first)
+        try:
+            hello = decode_node_message(first)
+        except MalformedMessage as err:
+            await self._reject(context, peer, ErrorCode.PROTOCOL_VIOLATION, err.message)
+            return
+        if not isinstance(hello, Hello):
+            await self._reject(
+                context, peer, ErrorCode.PROTOCOL_VIOLATION, "the first message must be a Hello"
+            )
+            return
+        who = hello.institution_id
+        if hello.protocol_version != self.protocol_version:
+            await self._reject(
+                context,
+                who,
+                ErrorCode.PROTOCOL_VERSION_MISMATCH,
+                f"this coordinator speaks protocol v{self.protocol_version}; node {who} speaks"
+                f" v{hello.protocol_version} (publiek {hello.software_version}). Upgrade the older"
+                " side.",
+            )
+            return
+        if self.require_identity:
+            cert_id = _peer_identity(context)
+            if cert_id != hello.institution_id:
+                await self._reject(
+                    context,
+                    who,
+                    ErrorCode.IDENTITY_MISMATCH,
+                    f"the Hello says {who!r} but the TLS certificate is for {cert_id!r}",
+                )
+                return
+
+        session = Session(
+            NodeInfo(
+                institution_id=who,
+                software_version=hello.software_version,
+                protocol_version=hello.protocol_version,
+                capabilities=hello.capabilities,
+                session_id=uuid.uuid4().hex,
+                connected_at=time.time(),
+            )
+        )
+        await self._write(
+            context,
+            who,
+            encode_coordinator_message(
+                Welcome(
+                    session_id=session.info.session_id,
+                    coordinator_id=self.coordinator_id,
+                    software_version=software_version(),
+                    protocol_version=self.protocol_version,
+                    heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+                )
+            ),
+        )
+        await self.registry.register(session)
+        log.info("node %s connected (publiek %s)", who, hello.software_version)
+        reason = "the node closed the session"
+        writer = asyncio.create_task(self._drain(context, session))
+        try:
+            reason = await self._read_loop(context, session)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            await self.registry.unregister(session, reason)
+            log.info("node %s disconnected: %s", who, reason)
+
+    async def _drain(self, context: Any, session: Session) -> None:
+        who = session.info.institution_id
+        while True:
+            await self._write(context, who, await session.outbox.get())
+
+    async def _read_loop(self, context: Any, session: Session) -> str:
+        who = session.info.institution_id
+        closed = asyncio.create_task(session.closed.wait())
+        try:
+            while True:
+                read = asyncio.create_task(context.read())
+                done, _ = await asyncio.wait({read, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if read not in done:
+                    read.cancel()
+                    return "replaced by a newer session"
+                try:
+                    raw = read.result()
+                except (grpc.aio.AioRpcError, asyncio.CancelledError, ConnectionError) as err:
+                    return f"stream error: {err!r}"[:200]
+                if raw is grpc.aio.EOF:
+                    return "the node closed the session"
+                if self.wire_tap:
+                    self.wire_tap("from_node", who, raw)
+                session.last_seen = time.time()
+                try:
+                    msg = decode_node_message(raw)
+                except MalformedMessage as err:
+                    log.warning("unreadable message from %s: %s", who, err)
+                    continue
+                if isinstance(msg, TaskResult):
+                    if not session.deliver(msg):
+                        log.info("late or unexpected result for task %s from %s", msg.task_id, who)
+                elif isinstance(msg, Heartbeat):
+                    pass
+                else:
+                    log.warning("unexpected %s from %s mid-session", type(msg).__name__, who)
+        finally:
+            closed.cancel()
+
+
+class CoordinatorServer:
+    """A running gRPC server with the Federation and health services."""
+
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        coordinator_id: str,
+        *,
+        tls: ServerTls | None,
+        protocol_version: int = PROTOCOL_VERSION,
+        wire_tap: WireTap | None = None,
+    ) -> None:
+        self.registry = registry
+        self.tls = tls
+        self.service = FederationService(
+            registry,
+            coordinator_id,
+            require_identity=tls is not None,
+            protocol_version=protocol_version,
+            wire_tap=wire_tap,
+        )
+        self.health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self.port: int | None = None
+
+    async def start(self, address: str) -> int:
+        server = grpc.aio.server(options=list(SERVER_OPTIONS))
+        server.add_generic_rpc_handlers((self.service.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if self.tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, self.tls.credentials())
+        if port == 0:
+            raise OSError(f"cannot listen on {address}")
+        await server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        self.port = int(port)
+        return self.port
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        if self._server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(grace_s)
+        self._server = None

@@ -1,0 +1,92 @@
+"""The public dimensions a table may be broken down by, and their key sets.
+
+A node only answers over dimensions it knows and key sets drawn from the public vocabularies:
+a coordinator cannot sneak a customer id or an e-mail address in as a "key" to test whether a
+person is in an institution's data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from protocols.geography import REGION_CODES
+from protocols.vocabulary import (
+    CHANNELS,
+    DISCIPLINES,
+    INSTITUTION_TYPES,
+    PRICE_TYPES,
+    quarters,
+)
+
+_YEAR = re.compile(r"^(19|20)\d{2}$")
+_QUARTER = re.compile(r"^(19|20)\d{2}Q[1-4]$")
+
+MAX_KEYS_PER_DIMENSION: Final[int] = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DimensionSpec:
+    name: str
+    description: str
+    vocabulary: tuple[str, ...] | None  # None: keys follow a pattern (periods)
+    pattern: re.Pattern[str] | None = None
+
+    def is_key(self, key: str) -> bool:
+        if self.vocabulary is not None:
+            return key in self.vocabulary
+        return self.pattern is not None and self.pattern.match(key) is not None
+
+
+PUBLIC_DIMENSIONS: Final[dict[str, DimensionSpec]] = {
+    d.name: d
+    for d in (
+        DimensionSpec("discipline", "artistic discipline of the performance", DISCIPLINES),
+        DimensionSpec(
+            "quarter", "calendar quarter of the performance, e.g. 2024Q3", None, _QUARTER
+        ),
+        DimensionSpec("year", "calendar year of the performance", None, _YEAR),
+        DimensionSpec(
+            "region", "home region of the customer (from the postcode area)", REGION_CODES
+        ),
+        DimensionSpec("institution_type", "type of the answering institution", INSTITUTION_TYPES),
+        DimensionSpec("price_type", "price type of the ticket", PRICE_TYPES),
+        DimensionSpec("channel", "sales channel of the order", CHANNELS),
+    )
+}
+
+
+def dimension_problems(name: str, keys: tuple[str, ...]) -> list[str]:
+    """Everything wrong with a dimension and its key set (empty when it is fine)."""
+    spec = PUBLIC_DIMENSIONS.get(name)
+    if spec is None:
+        known = ", ".join(sorted(PUBLIC_DIMENSIONS))
+        return [f"unknown dimension {name[:40]!r} (known: {known})"]
+    problems = []
+    if not keys:
+        problems.append(f"dimension {name!r} has no keys")
+    if len(keys) > MAX_KEYS_PER_DIMENSION:
+        problems.append(
+            f"dimension {name!r} has {len(keys)} keys (at most {MAX_KEYS_PER_DIMENSION})"
+        )
+    if len(set(keys)) != len(keys):
+        problems.append(f"dimension {name!r} repeats keys")
+    bad = [k for k in keys if not spec.is_key(k)]
+    if bad:
+        shown = ", ".join(repr(k[:40]) for k in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        problems.append(f"dimension {name!r} has keys outside its public vocabulary: {shown}{more}")
+    return problems
+
+
+def public_keys(name: str, first_year: int, last_year: int) -> tuple[str, ...]:
+    """The full public key set of a dimension over a period of years."""
+    if name == "quarter":
+        return quarters(first_year, last_year)
+    if name == "year":
+        return tuple(str(y) for y in range(first_year, last_year + 1))
+    spec = PUBLIC_DIMENSIONS.get(name)
+    if spec is None or spec.vocabulary is None:
+        raise KeyError(f"unknown dimension {name!r}")
+    return spec.vocabulary

@@ -1,0 +1,160 @@
+"""Typed values of the wire contract. The rest of the code speaks these, never protobuf.
+
+Every value is frozen and validated on construction, so a message that exists is a message that
+makes sense; ``protocols.serde`` is the only bridge to the generated protobuf classes.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Final
+
+from privacy.bounding import ContributionBound
+from privacy.budget import Rho
+from protocols.dimensions import dimension_problems
+from protocols.errors import ErrorCode, MalformedMessage
+
+MEASURES: Final[dict[str, str]] = {
+    "tickets": "tickets of paid orders (complimentary tickets included), per performance date",
+}
+MECHANISMS: Final[tuple[str, ...]] = ("discrete_gaussian",)
+MAX_ID_CHARS: Final[int] = 128
+MAX_CELLS: Final[int] = 100_000
+
+
+class ReleaseMode(enum.Enum):
+    OPEN = "open"  # each node adds full noise; the coordinator sees each noisy answer
+    SECURE = "secure"  # secure aggregation: the coordinator sees only the sum
+
+
+def _check_id(kind: str, value: str) -> None:
+    if not value:
+        raise MalformedMessage(f"{kind} is empty")
+    if len(value) > MAX_ID_CHARS:
+        raise MalformedMessage(f"{kind} is longer than {MAX_ID_CHARS} characters")
+    if not value.isprintable():
+        raise MalformedMessage(f"{kind} contains unprintable characters")
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    institution_id: str
+    software_version: str
+    protocol_version: int
+    capabilities: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        _check_id("institution_id", self.institution_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    session_id: str
+    coordinator_id: str
+    software_version: str
+    protocol_version: int
+    heartbeat_interval_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    code: ErrorCode
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    error: ErrorInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    sequence: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dimension:
+    name: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramQuery:
+    statistic: str
+    measure: str
+    dimensions: tuple[Dimension, ...]
+    bound: ContributionBound
+    rho: Rho
+    mode: ReleaseMode
+    mechanism: str = "discrete_gaussian"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.measure not in MEASURES:
+            problems.append(f"unknown measure {self.measure[:40]!r}")
+        if self.mechanism not in MECHANISMS:
+            problems.append(f"unknown mechanism {self.mechanism[:40]!r}")
+        if not self.dimensions:
+            problems.append("a histogram needs at least one dimension")
+        names = [d.name for d in self.dimensions]
+        if len(set(names)) != len(names):
+            problems.append("a dimension appears twice")
+        for d in self.dimensions:
+            problems += dimension_problems(d.name, d.keys)
+        if not problems and self.n_cells > MAX_CELLS:
+            problems.append(f"the table has {self.n_cells} cells (at most {MAX_CELLS})")
+        if self.rho.is_zero():
+            problems.append("rho must be positive")
+        if problems:
+            raise MalformedMessage("; ".join(problems), ErrorCode.INVALID_TASK)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(d.keys) for d in self.dimensions)
+
+    @property
+    def n_cells(self) -> int:
+        return math.prod(self.shape)
+
+
+TaskSpec = HistogramQuery
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    task_id: str
+    run_id: str
+    analysis_id: str
+    timeout_ms: int
+    spec: TaskSpec
+
+    def __post_init__(self) -> None:
+        _check_id("task_id", self.task_id)
+        _check_id("run_id", self.run_id)
+        _check_id("analysis_id", self.analysis_id)
+        if self.timeout_ms <= 0:
+            raise MalformedMessage("timeout_ms must be positive", ErrorCode.INVALID_TASK)
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramAnswer:
+    values: tuple[int, ...]
+    noise_scale: float
+    rho: Rho
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    task_id: str
+    outcome: HistogramAnswer | ErrorInfo
+
+    @property
+    def ok(self) -> bool:
+        return not isinstance(self.outcome, ErrorInfo)
+
+
+NodeMessage = Hello | TaskResult | Heartbeat
+CoordinatorMessage = Welcome | Rejection | Task | Heartbeat

@@ -1,0 +1,23 @@
+"""Versions a peer announces: the contract's major version and the software's release."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Final
+
+# Major version of the wire contract in protocols/v1. Peers with different majors refuse each
+# other with PROTOCOL_VERSION_MISMATCH; additive changes (new optional fields, new task kinds
+# announced through capabilities) do not bump it.
+PROTOCOL_VERSION: Final[int] = 1
+
+# What a node of this release can answer; a coordinator only sends tasks a node announced.
+CAP_HISTOGRAM: Final[str] = "histogram/1"
+CAP_MODE_OPEN: Final[str] = "mode/open"
+NODE_CAPABILITIES: Final[tuple[str, ...]] = (CAP_HISTOGRAM, CAP_MODE_OPEN)
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("publiek")
+    except metadata.PackageNotFoundError:  # running from a source tree that was not installed
+        return "0+unknown"
