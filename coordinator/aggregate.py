@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from coordinator.plan import Analysis
 from coordinator.rounds import NodeOutcome
-from privacy.histogram import GaussianHistogram
 from privacy.intervals import sum_half_width
+from privacy.mechanisms import GaussianHistogram
 
 
 class RoundFailed(Exception):

@@ -254,7 +254,7 @@ class NodeAgent:
             if read in done:
                 exc = read.exception()
                 if isinstance(exc, grpc.aio.AioRpcError):
-                    raise SessionLost(f"session lost: {_describe_rpc_error(exc)}")
+                    raise SessionLost(f"connection lost ({exc.code().name}: {exc.details()})")
                 if exc is not None:
                     raise exc
                 raise SessionLost("the coordinator closed the session")

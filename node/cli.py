@@ -100,17 +100,19 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
         if not entries:
             print("Nothing has left this node yet.")
         else:
-            print(f"{'charged at (UTC)':<20} {'status':<9} {'rho':>7}  {'for':<18} what")
+            print(f"{'charged at (UTC)':<19}  {'status':<9} {'rho':>7}  {'for':<24} what")
             for e in entries:
+                when = e.charged_at.replace("T", " ")[:19]
                 print(
-                    f"{e.charged_at:<20} {e.status:<9} {e.rho!s:>7}  {e.requester[:18]:<18}"
+                    f"{when:<19}  {e.status:<9} {e.rho!s:>7}  {e.requester[:24]:<24}"
                     f" {e.description} [task {e.task_id}]"
                 )
         refusals = ledger.refusals()
         if refusals:
             print(f"\nRefused requests ({len(refusals)}):")
             for r in refusals:
-                print(f"{r.refused_at:<20} {r.code:<16} {r.requester[:18]:<18} {r.reason}")
+                when = r.refused_at.replace("T", " ")[:19]
+                print(f"{when:<19}  {r.code:<16} {r.requester[:24]:<24} {r.reason}")
     finally:
         ledger.close()
     return 0

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from node.data import TicketTable
-from privacy.histogram import GaussianHistogram
+from privacy.mechanisms import GaussianHistogram
 from privacy.noise import IntVector
 from protocols.errors import ErrorCode, PublicError
 from protocols.messages import HistogramQuery

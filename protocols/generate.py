@@ -16,11 +16,12 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PROTO_DIR = REPO_ROOT / "protocols" / "v1"
+PROTO_SUBDIR = Path("protocols") / "v1"
+PROTO_DIR = REPO_ROOT / PROTO_SUBDIR
 
 
-def proto_files() -> list[Path]:
-    return sorted(PROTO_DIR.glob("*.proto"))
+def proto_files(src_root: Path = REPO_ROOT) -> list[Path]:
+    return sorted((src_root / PROTO_SUBDIR).glob("*.proto"))
 
 
 def generated_names(protos: list[Path]) -> list[str]:
@@ -48,41 +49,42 @@ def _mypy_plugins() -> list[str]:
     return flags
 
 
-def generate(out_root: Path) -> list[Path]:
+def generate(out_root: Path, src_root: Path = REPO_ROOT) -> list[Path]:
     """Run protoc over every .proto file; outputs land in ``out_root/protocols/v1``."""
     from grpc_tools import protoc  # dev dependency: only needed to regenerate
 
-    protos = proto_files()
+    protos = proto_files(src_root)
     if not protos:
-        raise SystemExit(f"no .proto files in {PROTO_DIR}")
+        raise SystemExit(f"no .proto files in {src_root / PROTO_SUBDIR}")
     include = Path(protoc.__file__).parent / "_proto"  # well-known types shipped with grpcio-tools
     args = [
         "protoc",
         *_mypy_plugins(),
-        f"-I{REPO_ROOT}",
+        f"-I{src_root}",
         f"-I{include}",
         f"--python_out={out_root}",
         f"--grpc_python_out={out_root}",
         f"--mypy_out={out_root}",
         f"--mypy_grpc_out={out_root}",
-        *(str(p.relative_to(REPO_ROOT)) for p in protos),
+        *(str(p.relative_to(src_root)) for p in protos),
     ]
     code = protoc.main(args)
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")
-    out_dir = out_root / "protocols" / "v1"
+    out_dir = out_root / PROTO_SUBDIR
     return [out_dir / name for name in generated_names(protos)]
 
 
-def stale_files() -> list[str]:
+def stale_files(src_root: Path = REPO_ROOT) -> list[str]:
     """Names of generated files that differ from what the .proto files produce now."""
+    committed = src_root / PROTO_SUBDIR
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = generate(Path(tmp))
+        fresh = generate(Path(tmp), src_root)
         return [
             f.name
             for f in fresh
-            if not (PROTO_DIR / f.name).exists()
-            or not filecmp.cmp(f, PROTO_DIR / f.name, shallow=False)
+            if not (committed / f.name).exists()
+            or not filecmp.cmp(f, committed / f.name, shallow=False)
         ]
 
 

@@ -1,0 +1,58 @@
+# publiek: two commands for a new user (make demo, make test); the rest for developers.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast test-slow lint typecheck bench protos lock install clean
+
+# The virtual environment is created on first use and re-installed when the dependencies change.
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: a local federation of 12 synthetic institutions over mTLS gRPC, ending in a release
+demo: $(STAMP)
+	$(PY) -m deploy.demo
+
+## test: lint, type-check and the whole test suite (slow statistical tests: make test-slow)
+test: $(STAMP) lint typecheck test-fast
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow
+
+## bench: every benchmark in quick mode; results land in benchmarks/results/
+bench: $(STAMP)
+	$(PY) -m benchmarks --quick
+
+## protos: regenerate the gRPC/protobuf code after editing protocols/v1/*.proto
+protos: $(STAMP)
+	$(PY) -m protocols.generate
+
+## lock: re-resolve constraints.txt after changing dependencies in pyproject.toml
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install --quiet --upgrade "pip>=24"
+	.lockenv/bin/pip install --quiet '.[dev]'
+	.lockenv/bin/pip freeze --exclude publiek > constraints.txt
+	rm -rf .lockenv
+
+clean:
+	rm -rf $(VENV) demo-output test-artifacts .mypy_cache .ruff_cache .pytest_cache

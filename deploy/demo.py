@@ -1,0 +1,286 @@
+"""``make demo``: a whole federation on this machine, ending in a release a person can open.
+
+Generates a synthetic sector, makes throw-away certificates, starts one coordinator and one node
+process per institution over mutual-TLS gRPC on 127.0.0.1, runs the demo plan, stops the nodes
+and prints what was released, next to the truth that only a synthetic sector can show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from deploy.devcerts import make_dev_pki
+from synthetic import Sector, SectorConfig, generate_sector
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_PLAN = REPO / "deploy" / "plans" / "s1-demo.toml"
+BUDGET_CAP = "1.0"
+
+NODE_TOML = """\
+# Written by the publiek demo. See `publiek-node example-config` for every option.
+institution_id = "{id}"
+institution_type = "{type}"
+
+[data]
+tickets = "{tickets}"
+country = "{country}"
+
+[coordinator]
+address = "127.0.0.1:{port}"
+server_name = "localhost"
+
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+
+[ledger]
+path = "ledger.sqlite"
+
+[budget]
+rho_cap = "{cap}"
+period = "year"
+max_rho_per_task = "0.5"
+
+[policy]
+allowed_modes = ["open"]
+"""
+
+
+class DemoFailed(Exception):
+    pass
+
+
+def _script(name: str) -> list[str]:
+    """The installed console script, so the demo runs what a user would run."""
+    exe = Path(sys.executable).parent / name
+    if exe.exists():
+        return [str(exe)]
+    module = "node" if name == "publiek-node" else "coordinator"
+    return [sys.executable, "-m", module]
+
+
+class Step:
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.n = 0
+        self.started = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        self.n += 1
+        print(f"[{self.n}/{self.total}] {text}", flush=True)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _wait_for_file(path: Path, proc: subprocess.Popen[Any], timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        if proc.poll() is not None:
+            raise DemoFailed(f"the coordinator exited early (code {proc.returncode})")
+        time.sleep(0.1)
+    raise DemoFailed(f"the coordinator did not start within {timeout_s:.0f} s")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _stream(proc: subprocess.Popen[str], prefix: str) -> None:
+    out: IO[str] | None = proc.stdout
+    assert out is not None
+    for line in out:
+        print(f"{prefix}{line.rstrip()}", flush=True)
+
+
+def _truth_by_discipline(sector: Sector, year: int) -> dict[str, int]:
+    """Counted tickets per discipline in the synthetic truth (pooling is fine for fake people)."""
+    frame = sector.truth.tickets_by("discipline", "year")
+    return {
+        r["discipline"]: int(r["tickets"]) for r in frame.iter_rows(named=True) if r["year"] == year
+    }
+
+
+def _summary(out: Path, release: dict[str, Any], sector: Sector, elapsed: float) -> None:
+    table = release["tables"][0]
+    by_disc: dict[str, list[int]] = {}
+    for cell in table["cells"]:
+        by_disc.setdefault(cell["discipline"], []).append(cell["noisy_sum"])
+    n_quarters = len(table["dimensions"][1]["keys"])
+    # The sum of four independent cells has twice the half-width of one.
+    half = table["interval"]["half_width"] * n_quarters**0.5
+    year = int(table["dimensions"][1]["keys"][0][:4])
+    truth = _truth_by_discipline(sector, year)
+    priv = release["privacy"]
+    print()
+    print(f"Release {release['release_id']}: {release['title']}")
+    print(
+        f"  {len(release['participants'])} institutions took part; each spent rho"
+        f" {priv['rho_per_node']} (epsilon {priv['epsilon_per_node']:.2f} at delta"
+        f" {priv['delta']:g}) of a yearly cap of rho {BUDGET_CAP}; mode: {priv['mode']}"
+    )
+    print(f"\n  Tickets in {year} by discipline (estimate ± 95% interval; synthetic truth):")
+    rows = sorted(by_disc.items(), key=lambda kv: -sum(kv[1]))
+    for disc, values in rows:
+        est = sum(values)
+        print(
+            f"    {disc:<28} {max(0, est):>10,} ± {half:>6,.0f}   truth {truth.get(disc, 0):>10,}"
+        )
+    bound = table["noise"]["bound"]
+    print(
+        "\n  Error bars cover the noise. Contribution bounds (at most"
+        f" {bound['max_cells']} cells and {bound['max_per_cell']} tickets a cell per customer)"
+        " trim the heaviest buyers, so estimates can sit a little under the truth."
+    )
+    print(f"\nDone in {elapsed:.0f} s. Where to look:")
+    print(f"  {out / 'release.json'}   the release, with its full provenance")
+    for t in release["tables"]:
+        print(f"  {out / (t['analysis_id'] + '.csv')}   the table as CSV")
+    first = out / "nodes" / release["participants"][0]["institution_id"] / "node.toml"
+    print(f"  publiek-node ledger --config {first}   what left one institution")
+    print(f"  {out / 'logs'}/   coordinator and node logs")
+
+
+def run_demo(
+    out: Path, n_institutions: int, seed: int, scale: float, plan: Path, years: tuple[int, int]
+) -> int:
+    step = Step(total=6)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "logs").mkdir(parents=True)
+    print(f"publiek demo: {n_institutions} synthetic institutions, seed {seed}, output in {out}/")
+
+    step(f"generating the synthetic sector ({n_institutions} institutions, {years[0]}-{years[1]})")
+    t0 = time.monotonic()
+    sector = generate_sector(
+        SectorConfig(n_institutions=n_institutions, seed=seed, years=years, scale=scale)
+    )
+    sector.write(out / "sector")
+    rows = sum(sector.tickets(i.institution_id).height for i in sector.institutions)
+    print(f"      {rows:,} ticket lines written in {time.monotonic() - t0:.1f} s", flush=True)
+
+    step("creating throw-away certificates (a demo CA, the coordinator, one per node)")
+    ids = [i.institution_id for i in sector.institutions]
+    pki = make_dev_pki(out / "pki", ids)
+
+    step("starting the coordinator on 127.0.0.1 (mutual TLS)")
+    port_file = out / "coordinator.port"
+    coord_log = (out / "logs" / "coordinator.log").open("w")
+    coordinator = subprocess.Popen(
+        [
+            *_script("publiek-coordinator"),
+            "run",
+            str(plan),
+            "--listen", "127.0.0.1:0",
+            "--port-file", str(port_file),
+            "--out", str(out),
+            "--expect-nodes", str(len(ids)),
+            "--wait-s", "120",
+            "--coordinator-id", "publiek-demo-coordinator",
+            "--ca", str(pki.ca),
+            "--cert", str(pki.server.cert),
+            "--key", str(pki.server.key),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=coord_log,
+        text=True,
+    )  # fmt: skip
+    nodes: dict[str, subprocess.Popen[Any]] = {}
+    try:
+        port = _wait_for_file(port_file, coordinator, 60)
+        step(f"starting {len(ids)} node processes (logs in {out / 'logs'}/)")
+        for inst in sector.institutions:
+            folder = out / "nodes" / inst.institution_id
+            folder.mkdir(parents=True)
+            pair = pki.nodes[inst.institution_id]
+            config = folder / "node.toml"
+            config.write_text(
+                NODE_TOML.format(
+                    id=inst.institution_id,
+                    type=inst.type,
+                    tickets=(out / "sector" / inst.institution_id / "ticket_line.csv").resolve(),
+                    country=inst.country,
+                    port=port,
+                    ca=pki.ca.resolve(),
+                    cert=pair.cert.resolve(),
+                    key=pair.key.resolve(),
+                    cap=BUDGET_CAP,
+                ),
+                encoding="utf-8",
+            )
+            log = (out / "logs" / f"{inst.institution_id}.log").open("w")
+            nodes[inst.institution_id] = subprocess.Popen(
+                [*_script("publiek-node"), "run", "--config", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        step("running the plan (coordinator progress below)")
+        _stream(coordinator, "      coordinator | ")
+        code = coordinator.wait()
+        for nid, proc in nodes.items():
+            if proc.poll() is not None:
+                print(f"      node {nid} exited early with code {proc.returncode}:")
+                print(_tail(out / "logs" / f"{nid}.log"))
+        if code != 0:
+            print(_tail(out / "logs" / "coordinator.log"))
+            raise DemoFailed(f"the coordinator exited with code {code}")
+    finally:
+        for proc in nodes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in nodes.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if coordinator.poll() is None:
+            coordinator.kill()
+        coord_log.close()
+    step("nodes stopped; release written")
+    release = json.loads((out / "release.json").read_text(encoding="utf-8"))
+    _summary(out, release, sector, step.elapsed())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.demo",
+        description="Run a local publiek federation on synthetic data (what `make demo` does).",
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "demo-output")
+    parser.add_argument("--institutions", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--scale", type=float, default=1.0, help="size of each institution")
+    parser.add_argument("--plan", type=Path, default=DEFAULT_PLAN)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        return run_demo(
+            args.out.resolve(),
+            args.institutions,
+            args.seed,
+            args.scale,
+            args.plan.resolve(),
+            (2023, 2024),
+        )
+    except DemoFailed as err:
+        print(f"demo failed: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

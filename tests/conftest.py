@@ -1,0 +1,58 @@
+"""Shared fixtures: small canonical ticket files written to real temporary folders."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocols.vocabulary import REQUIRED_COLUMNS
+
+COLUMNS = [*REQUIRED_COLUMNS, "postcode", "country", "email", "birth_year"]
+
+
+def ticket_row(**overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "ticket_id": "T1",
+        "order_id": "O1",
+        "customer_id": "C1",
+        "order_datetime": "2024-01-02T10:00:00",
+        "order_status": "paid",
+        "channel": "online_own",
+        "performance_id": "P1",
+        "performance_start": "2024-02-15T20:00:00",
+        "venue_id": "V1",
+        "discipline": "toneel",
+        "price_type": "full",
+        "price_paid_eur": "25.00",
+        "postcode": "1012 AB",
+        "country": "NL",
+        "email": "someone@example.nl",
+        "birth_year": "1970",
+    }
+    row.update(overrides)
+    return row
+
+
+def write_tickets(
+    path: Path, rows: Iterable[dict[str, Any]], columns: list[str] | None = None
+) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = columns or COLUMNS
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow(r)
+    return path
+
+
+@pytest.fixture
+def tickets_file(tmp_path: Path) -> Callable[..., Path]:
+    def make(rows: Iterable[dict[str, Any]], name: str = "ticket_line.csv", **kw: Any) -> Path:
+        return write_tickets(tmp_path / name, rows, **kw)
+
+    return make

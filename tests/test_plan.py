@@ -1,0 +1,83 @@
+"""Plans: the example and the demo plan are valid; a bad plan reports every problem at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coordinator.plan import EXAMPLE, PlanError, load_plan, parse_plan
+from privacy.budget import Rho
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_example_plan_is_valid() -> None:
+    plan = parse_plan(EXAMPLE)
+    [a] = plan.analyses
+    assert a.query.n_cells == 15 * 4
+    assert plan.rho_per_node == Rho.parse("0.1")
+
+
+def test_demo_plan_is_valid() -> None:
+    plan = load_plan(REPO / "deploy" / "plans" / "s1-demo.toml")
+    assert plan.mode.value == "open"
+
+
+BAD = """
+[plan]
+id = "Bad Id"
+mode = "whatever"
+min_nodes = 0
+
+[[analysis]]
+id = "a"
+statistic = "S1"
+measure = "emails"
+dimensions = ["discipline", "shoe_size"]
+max_cells = 0
+max_per_cell = 8
+rho = "-1"
+
+[[analysis]]
+id = "a"
+statistic = "S1"
+measure = "tickets"
+dimensions = ["discipline"]
+max_cells = 1
+max_per_cell = 1
+rho = "0.1"
+"""
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(PlanError) as err:
+        parse_plan(BAD)
+    text = "\n".join(err.value.problems)
+    for expected in (
+        "plan.id",
+        "plan.mode",
+        "min_nodes",
+        "measure must be one of",
+        "shoe_size",
+        "max_cells",
+        "non-negative",
+        "id is used twice",
+    ):
+        assert expected in text, expected
+    assert len(err.value.problems) >= 8
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "not toml [", "[plan]\nid='x'\nmode='open'\n"],
+    ids=["empty", "broken", "no-analysis"],
+)
+def test_unusable_plans_fail_clearly(text: str) -> None:
+    with pytest.raises(PlanError):
+        parse_plan(text)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="file not found"):
+        load_plan(tmp_path / "nope.toml")
