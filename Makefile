@@ -46,11 +46,11 @@ bench: $(STAMP)
 protos: $(STAMP)
 	$(PY) -m protocols.generate
 
-## lock: re-resolve constraints.txt after changing dependencies in pyproject.toml
+## lock: re-resolve constraints.txt (every extra, so that they stay installable together)
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
 	.lockenv/bin/pip install --quiet --upgrade "pip>=24"
-	.lockenv/bin/pip install --quiet '.[dev]'
+	.lockenv/bin/pip install --quiet '.[dev,flower]'
 	.lockenv/bin/pip freeze --exclude publiek > constraints.txt
 	rm -rf .lockenv
 

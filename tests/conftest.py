@@ -14,6 +14,12 @@ from protocols.vocabulary import REQUIRED_COLUMNS
 COLUMNS = [*REQUIRED_COLUMNS, "postcode", "country", "email", "birth_year"]
 
 
+def num(value: object) -> float:
+    """A polars scalar (typed as any Python literal) as the number a test compares."""
+    assert isinstance(value, int | float), f"expected a number, got {value!r}"
+    return float(value)
+
+
 def ticket_row(**overrides: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
         "ticket_id": "T1",
