@@ -177,3 +177,60 @@ def test_hostile_first_messages_get_a_rejection(first_message: bytes, reason: st
     assert reply.error.code is ErrorCode.PROTOCOL_VIOLATION
     assert reason in reply.error.message
     assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_health_service_reports_serving() -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async def scenario() -> list[int]:
+        async with (
+            coordinator(None) as (_, port),
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        ):
+            stub = health_pb2_grpc.HealthStub(channel)
+            statuses = []
+            for service in ("", "publiek.v1.Federation"):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                statuses.append(reply.status)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            return statuses
+
+    assert asyncio.run(scenario()) == [health_pb2.HealthCheckResponse.SERVING] * 2
+
+
+def test_node_reconnects_after_the_coordinator_restarts(tmp_path: Path, tickets: Path) -> None:
+    from coordinator.registry import NodeRegistry
+    from coordinator.server import CoordinatorServer
+
+    ledger = Ledger(tmp_path / "l.sqlite", BudgetCap(Rho.parse("1"), Period.YEAR))
+    handler = TaskHandler(
+        NodeIdentity("inst-01", "theatre"), load_ticket_lines(tickets), ledger, Policy()
+    )
+    port = _free_port()
+
+    async def serve_until_connected() -> CoordinatorServer:
+        server = CoordinatorServer(NodeRegistry(), "c", tls=None)
+        await server.start(f"127.0.0.1:{port}")
+        await server.registry.wait_for_nodes(1, 20)
+        assert [n.institution_id for n in server.registry.nodes()] == ["inst-01"]
+        return server
+
+    async def scenario() -> int:
+        agent = NodeAgent(
+            AgentSettings(f"127.0.0.1:{port}", None, backoff_initial_s=0.1, backoff_max_s=0.5),
+            handler,
+        )
+        running = asyncio.create_task(agent.run())
+        first = await serve_until_connected()
+        await first.stop(0)  # the coordinator goes away...
+        await asyncio.sleep(0.5)
+        second = await serve_until_connected()  # ...and comes back on the same address
+        agent.stop()
+        code = await asyncio.wait_for(running, 10)
+        await second.stop(0)
+        assert code is ExitCode.STOPPED
+        return agent.sessions_opened
+
+    assert asyncio.run(scenario()) == 2
