@@ -12,8 +12,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml constraints.txt
-	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@echo "installing publiek and its pinned dependencies into $(VENV) (log: $(VENV)/install.log)"
+	@( $(PY) -m pip install --upgrade "pip>=24" \
+	  && $(PY) -m pip install -c constraints.txt -e '.[dev]' ) > $(VENV)/install.log 2>&1 \
+	  || { tail -40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -96,3 +96,17 @@ def test_composition_and_conversion_never_understate(parts: list[Fraction], delt
     # And it is at least the well-known lower envelope rho + 2 sqrt(rho ln(1/delta)) minus the
     # optimal conversion's improvement, which never drops below rho itself.
     assert eps_total >= float(total.value)
+
+
+def test_our_composition_agrees_with_opendps() -> None:
+    # Three releases of a plan, composed by OpenDP's own combinator and by our exact sum.
+    from privacy._opendp import dp
+    from privacy.noise import DiscreteGaussian
+
+    rhos = [Rho.parse("0.1"), Rho.parse("0.05"), Rho.parse("0.3")]
+    sens = 90.5
+    measurements = [DiscreteGaussian.for_budget(sens, r)._measurement() for r in rhos]
+    opendp_total = dp.c.make_composition(measurements).map(sens)
+    assert compose(rhos) == Rho.parse("0.45")
+    assert opendp_total == pytest.approx(0.45, rel=1e-9)
+    assert opendp_total <= 0.45 + 1e-12  # each part was calibrated not to exceed its share
