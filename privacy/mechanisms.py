@@ -38,6 +38,16 @@ class Description:
     half_width_95: float  # per released cell, in the cell's own units (e.g. euros, not cents)
 
 
+def _describe(noise: DiscreteGaussian, l2: float, rho: Rho, steps_per_unit: int) -> Description:
+    return Description(
+        mechanism="discrete_gaussian",
+        noise_scale=noise.scale,
+        l2_sensitivity=l2,
+        rho=rho,
+        half_width_95=noise.half_width(0.95) / steps_per_unit,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class GaussianHistogram:
     """Each unit touches at most ``bound.max_cells`` cells, adding at most ``max_per_cell``."""
@@ -57,14 +67,7 @@ class GaussianHistogram:
         return DiscreteGaussian.for_budget(self.bound.l2_sensitivity, self.rho)
 
     def describe(self) -> Description:
-        noise = self.noise
-        return Description(
-            mechanism="discrete_gaussian",
-            noise_scale=noise.scale,
-            l2_sensitivity=self.bound.l2_sensitivity,
-            rho=self.rho,
-            half_width_95=noise.half_width(0.95),
-        )
+        return _describe(self.noise, self.bound.l2_sensitivity, self.rho, 1)
 
     def true_counts(
         self,
@@ -131,14 +134,7 @@ class BoundedSum:
         return DiscreteGaussian.for_budget(self.l2_sensitivity, self.rho)
 
     def describe(self) -> Description:
-        noise = self.noise
-        return Description(
-            mechanism="discrete_gaussian",
-            noise_scale=noise.scale,
-            l2_sensitivity=self.l2_sensitivity,
-            rho=self.rho,
-            half_width_95=noise.half_width(0.95) / self.scale,
-        )
+        return _describe(self.noise, self.l2_sensitivity, self.rho, self.scale)
 
     def true_sum(self, unit: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> int:
         """Encoded, clipped, noiseless sum (never leaves the node)."""
@@ -184,14 +180,7 @@ class ClippedVectorSum:
         return DiscreteGaussian.for_budget(self.l2_sensitivity, self.rho)
 
     def describe(self) -> Description:
-        noise = self.noise
-        return Description(
-            mechanism="discrete_gaussian",
-            noise_scale=noise.scale,
-            l2_sensitivity=self.l2_sensitivity,
-            rho=self.rho,
-            half_width_95=noise.half_width(0.95) / self.scale,
-        )
+        return _describe(self.noise, self.l2_sensitivity, self.rho, self.scale)
 
     def clip(self, rows: npt.ArrayLike) -> FloatVector:
         x = np.asarray(rows, dtype=np.float64).reshape(-1, self.dim)

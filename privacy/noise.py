@@ -15,7 +15,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -57,8 +57,8 @@ def _check_vector(values: npt.ArrayLike) -> list[int]:
 
 
 @dataclass(frozen=True, slots=True)
-class DiscreteGaussian:
-    """Adds discrete Gaussian noise N_Z(0, scale^2) to each entry; costs rho in zCDP."""
+class _IntegerNoise:
+    """Shared by the samplers: a validated scale, budget-to-scale, and sampling through OpenDP."""
 
     scale: float
 
@@ -67,34 +67,46 @@ class DiscreteGaussian:
             raise InvalidBudget(f"noise scale must be positive and finite, got {self.scale}")
 
     @classmethod
-    def for_budget(cls, l2_sensitivity: float, rho: Rho) -> DiscreteGaussian:
+    def for_budget(cls, sensitivity: float, rho: Rho) -> Self:
         """The smallest scale whose OpenDP privacy map at this sensitivity is at most rho."""
         if rho.is_zero():
             raise InvalidBudget("a release at rho = 0 would need infinite noise")
-        if not (math.isfinite(l2_sensitivity) and l2_sensitivity > 0):
-            raise InvalidBudget(f"sensitivity must be positive and finite, got {l2_sensitivity}")
-        scale = l2_sensitivity / math.sqrt(2.0 * float(rho))
-        # rho -> scale in floats can land a hair under what the budget allows; step up until
-        # OpenDP's own (conservatively rounded) map agrees the cost fits.
-        while cls(scale).cost(l2_sensitivity) > float(rho):
+        if not (math.isfinite(sensitivity) and sensitivity > 0):
+            raise InvalidBudget(f"sensitivity must be positive and finite, got {sensitivity}")
+        # Both samplers cost (sensitivity / scale)^2 / 2 in zCDP. Computing the scale in floats
+        # can land a hair under what the budget allows; step up until OpenDP's own
+        # (conservatively rounded) map agrees the cost fits.
+        scale = sensitivity / math.sqrt(2.0 * float(rho))
+        while cls(scale).cost(sensitivity) > float(rho):
             scale = math.nextafter(scale, math.inf)
         return cls(scale)
+
+    def _measurement(self) -> Any:
+        raise NotImplementedError
+
+    def cost(self, sensitivity: float) -> float:
+        """zCDP rho of one release at this sensitivity, by OpenDP's privacy map."""
+        raise NotImplementedError
+
+    def sample(self, values: npt.ArrayLike, *, parallel: bool = True) -> IntVector:
+        """values + independent noise on every entry, drawn by OpenDP."""
+        data = _check_vector(values)
+        if not data:
+            return np.zeros(0, dtype=np.int64)
+        return _run(self._measurement(), data, parallel)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscreteGaussian(_IntegerNoise):
+    """Adds discrete Gaussian noise N_Z(0, scale^2) to each entry; L2 sensitivity."""
 
     def _measurement(self) -> Any:
         return dp.m.make_gaussian(
             dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="f64"), scale=self.scale
         )
 
-    def cost(self, l2_sensitivity: float) -> float:
-        """zCDP rho of one release at this L2 sensitivity, by OpenDP's privacy map."""
-        return float(self._measurement().map(float(l2_sensitivity)))
-
-    def sample(self, values: npt.ArrayLike, *, parallel: bool = True) -> IntVector:
-        """values + independent discrete Gaussian noise, by OpenDP."""
-        data = _check_vector(values)
-        if not data:
-            return np.zeros(0, dtype=np.int64)
-        return _run(self._measurement(), data, parallel)
+    def cost(self, sensitivity: float) -> float:
+        return float(self._measurement().map(float(sensitivity)))
 
     def half_width(self, confidence: float = 0.95) -> float:
         """Half-width of the central interval holding the noise with this probability."""
@@ -107,26 +119,8 @@ class DiscreteGaussian:
 
 
 @dataclass(frozen=True, slots=True)
-class DiscreteLaplace:
-    """Adds discrete Laplace (two-sided geometric) noise; pure epsilon-DP, eps^2/2 in zCDP."""
-
-    scale: float
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.scale) and self.scale > 0):
-            raise InvalidBudget(f"noise scale must be positive and finite, got {self.scale}")
-
-    @classmethod
-    def for_budget(cls, l1_sensitivity: int, rho: Rho) -> DiscreteLaplace:
-        """The smallest scale whose zCDP cost (via OpenDP's pure-DP conversion) fits rho."""
-        if rho.is_zero():
-            raise InvalidBudget("a release at rho = 0 would need infinite noise")
-        if l1_sensitivity <= 0:
-            raise InvalidBudget(f"sensitivity must be positive, got {l1_sensitivity}")
-        scale = l1_sensitivity / math.sqrt(2.0 * float(rho))
-        while cls(scale).cost(l1_sensitivity) > float(rho):
-            scale = math.nextafter(scale, math.inf)
-        return cls(scale)
+class DiscreteLaplace(_IntegerNoise):
+    """Adds discrete Laplace (two-sided geometric) noise; L1 sensitivity, pure epsilon-DP."""
 
     def _measurement(self) -> Any:
         return dp.m.make_laplace(
@@ -136,17 +130,12 @@ class DiscreteLaplace:
     def epsilon(self, l1_sensitivity: int) -> float:
         return float(self._measurement().map(int(l1_sensitivity)))
 
-    def cost(self, l1_sensitivity: int) -> float:
-        """zCDP rho of one release at this L1 sensitivity."""
+    def cost(self, sensitivity: float) -> float:
+        """zCDP rho via OpenDP's pure-DP conversion (eps^2 / 2); the L1 metric is integer."""
+        if not float(sensitivity).is_integer():
+            raise InvalidBudget(f"the L1 sensitivity of integer counts is whole, got {sensitivity}")
         conversion: Any = dp.c.make_pureDP_to_zCDP(self._measurement())
-        return float(conversion.map(int(l1_sensitivity)))
-
-    def sample(self, values: npt.ArrayLike, *, parallel: bool = True) -> IntVector:
-        """values + independent discrete Laplace noise, by OpenDP."""
-        data = _check_vector(values)
-        if not data:
-            return np.zeros(0, dtype=np.int64)
-        return _run(self._measurement(), data, parallel)
+        return float(conversion.map(int(sensitivity)))
 
     def half_width(self, confidence: float = 0.95) -> float:
         return float(discrete_laplace_half_width(self.scale, confidence))
