@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 from coordinator.plan import Analysis
 from coordinator.rounds import NodeOutcome
+from coordinator.secure import SecureRoundResult
 from privacy.intervals import sum_half_width
 from privacy.mechanisms import GaussianHistogram
+from protocols.messages import HistogramAnswer
+from protocols.secagg import noise_share
 
 
 class RoundFailed(Exception):
@@ -29,6 +32,8 @@ class AggregatedTable:
     per_node_scale: float
     sd_total: float
     half_width_95: float
+    # Secure mode only: the round's public facts, for the release's provenance.
+    secure_round: dict[str, object] | None = None
 
 
 def _mechanism(analysis: Analysis) -> GaussianHistogram:
@@ -38,7 +43,7 @@ def _mechanism(analysis: Analysis) -> GaussianHistogram:
 
 def usable(analysis: Analysis, outcome: NodeOutcome, expected_scale: float) -> str | None:
     """Why this outcome cannot be added in, or None when it can."""
-    if outcome.answer is None:
+    if not isinstance(outcome.answer, HistogramAnswer):
         return outcome.reason or "no answer"
     a = outcome.answer
     q = analysis.query
@@ -66,7 +71,7 @@ def aggregate_open(
         if reason is not None:
             excluded.append((outcome.institution_id, reason))
             continue
-        assert outcome.answer is not None
+        assert isinstance(outcome.answer, HistogramAnswer)
         contributors.append(outcome.institution_id)
         sums = [s + v for s, v in zip(sums, outcome.answer.values, strict=True)]
     if len(contributors) < min_nodes:
@@ -84,4 +89,44 @@ def aggregate_open(
         per_node_scale=scale,
         sd_total=math.sqrt(math.fsum(variances)),
         half_width_95=sum_half_width(variances, 0.95),
+    )
+
+
+def aggregate_secure(analysis: Analysis, result: SecureRoundResult) -> AggregatedTable:
+    """Secure mode: the unmasked sum already carries one noise share per surviving node.
+
+    Every survivor must have used the share scale the setup implies (the same function the
+    nodes use); a node that reports another one fails the analysis, since its input is already
+    inside a sum that cannot be taken apart.
+    """
+    setup = result.setup
+    noise = noise_share(setup)
+    wrong = [
+        f"{node} used noise share {scale:.6g}"
+        for node, scale in result.noise_scales.items()
+        if not math.isclose(scale, noise.share_scale, rel_tol=1e-9)
+    ]
+    if wrong:
+        raise RoundFailed(
+            f"{analysis.id}: the plan requires noise shares of {noise.share_scale:.6g} but "
+            + "; ".join(wrong)
+            + "; nothing released"
+        )
+    k = len(result.survivors)
+    return AggregatedTable(
+        analysis=analysis,
+        contributors=result.survivors,
+        excluded=tuple(sorted(result.dropped.items())),
+        sums=tuple(int(v) for v in result.total),
+        per_node_scale=noise.share_scale,
+        sd_total=noise.total_scale(k),
+        half_width_95=noise.half_width(k),
+        secure_round={
+            "round_id": result.round_id,
+            "n_min": setup.n_min,
+            "degree": setup.degree,
+            "threshold": setup.threshold,
+            "rho_bound_at_survivors": noise.rho_bound(k),
+            "max_bytes_sent_by_a_node": max(result.bytes_from_node.values(), default=0),
+        },
     )

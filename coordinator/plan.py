@@ -27,8 +27,12 @@ EXAMPLE = """\
 [plan]
 id = "s1-2024"                       # lowercase letters, digits, - _ .
 title = "Tickets by discipline and quarter, 2024"
-mode = "open"                        # open: each node adds full noise (secure comes later)
-min_nodes = 3                        # fewer answering nodes: nothing is released
+mode = "secure"                      # secure (default): the coordinator sees only sums;
+                                     # "open": each node adds full noise, answers seen one by one
+min_nodes = 3                        # fewer contributions: nothing is released (n_min, the
+                                     # fewest survivors for which the privacy guarantee holds)
+# degree = 8                         # secure: neighbours per node (default about 2 log2 n)
+# threshold = 5                      # secure: shares to recover a node (default: a majority)
 task_timeout_s = 120
 delta = 1e-7                         # only to display (epsilon, delta); accounting is in rho
 
@@ -69,6 +73,8 @@ class Plan:
     analyses: tuple[Analysis, ...]
     source_text: str
     sha256: str
+    degree: int | None = None
+    threshold: int | None = None
 
     @property
     def rho_per_node(self) -> Rho:
@@ -160,10 +166,11 @@ def parse_plan(text: str, source: str = "plan") -> Plan:
     if not isinstance(pid, str) or not _ID.match(pid):
         problems.append("plan.id must be lowercase letters, digits, '-', '_' or '.'")
     try:
-        mode = ReleaseMode(head.get("mode", ""))
+        # Secure aggregation is the default for sector releases; open mode must be asked for.
+        mode = ReleaseMode(head.get("mode", "secure"))
     except ValueError:
-        problems.append('plan.mode must be "open" (say so explicitly) or "secure"')
-        mode = ReleaseMode.OPEN
+        problems.append('plan.mode must be "secure" (the default) or "open"')
+        mode = ReleaseMode.SECURE
     min_nodes = head.get("min_nodes", 3)
     if not isinstance(min_nodes, int) or not (1 <= min_nodes <= 100_000):
         problems.append("plan.min_nodes must be a whole number of at least 1")
@@ -176,6 +183,21 @@ def parse_plan(text: str, source: str = "plan") -> Plan:
     if not isinstance(delta, float) or not (0 < delta < 1e-3):
         problems.append("plan.delta must be a float in (0, 0.001), e.g. 1e-7")
         delta = 1e-7
+    secure_knobs: dict[str, int | None] = {}
+    for knob in ("degree", "threshold"):
+        value = head.get(knob)
+        if value is not None and (not isinstance(value, int) or not 1 <= value <= 100_000):
+            problems.append(f"plan.{knob} must be a whole number of at least 1")
+            value = None
+        if value is not None and mode is not ReleaseMode.SECURE:
+            problems.append(f"plan.{knob} only applies to secure mode")
+        secure_knobs[knob] = value
+    if (
+        secure_knobs["degree"] is not None
+        and secure_knobs["threshold"] is not None
+        and secure_knobs["threshold"] > secure_knobs["degree"]
+    ):
+        problems.append("plan.threshold cannot exceed plan.degree")
     raw_analyses = raw.get("analysis")
     if not isinstance(raw_analyses, list) or not raw_analyses:
         problems.append("a plan needs at least one [[analysis]]")
@@ -197,6 +219,8 @@ def parse_plan(text: str, source: str = "plan") -> Plan:
         analyses=tuple(a for a in analyses if a is not None),
         source_text=text,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        degree=secure_knobs["degree"],
+        threshold=secure_knobs["threshold"],
     )
 
 

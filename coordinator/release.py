@@ -71,6 +71,7 @@ def _table_json(t: AggregatedTable, delta: float) -> dict[str, Any]:
             "rho_per_node": str(q.rho),
             "epsilon_per_node": q.rho.to_approx_dp(delta).epsilon,
         },
+        **({"secure_aggregation": t.secure_round} if t.secure_round else {}),
         "interval": {
             "confidence": 0.95,
             "half_width": h,

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from coordinator.transport import NodeUnavailable, TaskTimedOut, Transport
 from protocols.messages import ErrorInfo, HistogramAnswer, Task
+from protocols.secagg import SecAggResponse
 
 
 @dataclass(frozen=True, slots=True)
 class NodeOutcome:
     institution_id: str
-    answer: HistogramAnswer | None
+    answer: HistogramAnswer | SecAggResponse | None
     reason: str | None = None  # why there is no (usable) answer
 
 
@@ -46,14 +47,20 @@ async def _one(transport: Transport, node: str, task: Task, deadline: float) -> 
 
 async def collect(
     transport: Transport,
-    task: Task,
-    participants: list[str],
+    tasks: Mapping[str, Task],
     progress: Progress | None = None,
+    label: str | None = None,
 ) -> list[NodeOutcome]:
-    deadline = time.monotonic() + task.timeout_ms / 1000.0
+    """Send each node its task (all at once) and gather the outcomes, sorted by node."""
+    if not tasks:
+        return []
+    timeout_ms = max(t.timeout_ms for t in tasks.values())
+    deadline = time.monotonic() + timeout_ms / 1000.0
     pending = {
-        asyncio.create_task(_one(transport, node, task, deadline)): node for node in participants
+        asyncio.create_task(_one(transport, node, task, deadline)): node
+        for node, task in tasks.items()
     }
+    what = label or next(iter(tasks.values())).analysis_id
     outcomes: list[NodeOutcome] = []
     answered = 0
     while pending:
@@ -69,5 +76,5 @@ async def collect(
                     if outcome.answer is not None
                     else f" ({outcome.institution_id}: {outcome.reason})"
                 )
-                progress(f"{task.analysis_id}: {answered}/{len(participants)} answered{note}")
+                progress(f"{what}: {answered}/{len(tasks)} answered{note}")
     return sorted(outcomes, key=lambda o: o.institution_id)

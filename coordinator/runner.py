@@ -9,13 +9,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from coordinator.aggregate import AggregatedTable, RoundFailed, aggregate_open
-from coordinator.plan import Plan
+from coordinator.aggregate import AggregatedTable, RoundFailed, aggregate_open, aggregate_secure
+from coordinator.plan import Analysis, Plan
 from coordinator.release import FailedAnalysis, build_release
 from coordinator.rounds import collect
+from coordinator.secure import SecureParams, SecureRoundFailed, run_secure_round
 from coordinator.transport import NodeInfo, Transport
+from protocols.identity import PeerVerifier
 from protocols.messages import ReleaseMode, Task
-from protocols.version import CAP_HISTOGRAM, CAP_MODE_OPEN
+from protocols.version import CAP_HISTOGRAM, CAP_MODE_OPEN, CAP_MODE_SECURE, CAP_SECAGG
 
 log = logging.getLogger("publiek.coordinator")
 
@@ -32,6 +34,9 @@ class RunSettings:
     wait_for_nodes: int
     wait_timeout_s: float
     run_id: str | None = None
+    # The sector CA, to check nodes' signed keys in secure rounds (None without TLS: the nodes
+    # still check each other).
+    verifier: PeerVerifier | None = None
 
 
 def new_run_id(plan: Plan) -> str:
@@ -40,7 +45,10 @@ def new_run_id(plan: Plan) -> str:
 
 
 def _eligible(nodes: list[NodeInfo], plan: Plan) -> tuple[list[NodeInfo], list[tuple[str, str]]]:
-    needed = {CAP_HISTOGRAM} | ({CAP_MODE_OPEN} if plan.mode is ReleaseMode.OPEN else set())
+    if plan.mode is ReleaseMode.OPEN:
+        needed = {CAP_HISTOGRAM, CAP_MODE_OPEN}
+    else:
+        needed = {CAP_HISTOGRAM, CAP_MODE_SECURE, CAP_SECAGG}
     ok, skipped = [], []
     for n in nodes:
         missing = needed - set(n.capabilities)
@@ -55,8 +63,6 @@ async def run_plan(
     plan: Plan, transport: Transport, settings: RunSettings, progress: Progress
 ) -> dict[str, Any]:
     """Run every analysis of the plan; returns the release document (not yet written)."""
-    if plan.mode is not ReleaseMode.OPEN:
-        raise RunAborted('secure mode is not available in this release; set mode = "open"')
     run_id = settings.run_id or new_run_id(plan)
     progress(f"run {run_id}: waiting for {settings.wait_for_nodes} node(s)")
     nodes = await transport.wait_for_nodes(settings.wait_for_nodes, settings.wait_timeout_s)
@@ -84,12 +90,23 @@ async def run_plan(
             timeout_ms=int(plan.task_timeout_s * 1000),
             spec=analysis.query,
         )
-        outcomes = await collect(transport, task, ids, progress)
         try:
-            tables.append(aggregate_open(analysis, outcomes, plan.min_nodes))
+            if plan.mode is ReleaseMode.OPEN:
+                outcomes = await collect(transport, dict.fromkeys(ids, task), progress)
+                tables.append(aggregate_open(analysis, outcomes, plan.min_nodes))
+            else:
+                tables.append(
+                    await _secure(plan, analysis, task, ids, transport, settings, progress)
+                )
         except RoundFailed as err:
             progress(f"analysis {analysis.id} failed: {err}")
             failed.append(FailedAnalysis(analysis.id, str(err)))
+        except SecureRoundFailed as err:
+            progress(f"analysis {analysis.id} failed: {err}")
+            charged = ", ".join(err.charged) or "nobody"
+            failed.append(
+                FailedAnalysis(analysis.id, f"{err} (charged, as their ledgers show: {charged})")
+            )
     if not tables:
         raise RunAborted("no analysis could be released: " + "; ".join(f.reason for f in failed))
     return build_release(
@@ -100,3 +117,36 @@ async def run_plan(
         tables=tables,
         failed=failed,
     )
+
+
+async def _secure(
+    plan: Plan,
+    analysis: Analysis,
+    task: Task,
+    ids: list[str],
+    transport: Transport,
+    settings: RunSettings,
+    progress: Progress,
+) -> AggregatedTable:
+    params = SecureParams.default(len(ids), n_min=plan.min_nodes)
+    if plan.degree is not None or plan.threshold is not None:
+        degree = min(plan.degree or params.degree, len(ids) - 1)
+        params = SecureParams(
+            n_min=plan.min_nodes,
+            degree=degree,
+            threshold=min(plan.threshold or degree // 2 + 1, degree),
+        )
+    result = await run_secure_round(
+        transport,
+        task,
+        analysis.query,
+        ids,
+        params,
+        verifier=settings.verifier,
+        progress=progress,
+    )
+    if result.dropped:
+        progress(
+            f"{analysis.id}: dropped: " + "; ".join(f"{k} ({v})" for k, v in result.dropped.items())
+        )
+    return aggregate_secure(analysis, result)

@@ -29,7 +29,7 @@ from protocols.serde import (
     task_id_of_coordinator_message,
 )
 from protocols.transport import CONNECT_METHOD, KEEPALIVE_OPTIONS
-from protocols.version import NODE_CAPABILITIES, PROTOCOL_VERSION, software_version
+from protocols.version import PROTOCOL_VERSION, software_version
 
 log = logging.getLogger("publiek.node")
 
@@ -83,12 +83,12 @@ class NodeAgent:
         handler: TaskHandler,
         *,
         protocol_version: int = PROTOCOL_VERSION,
-        capabilities: tuple[str, ...] = NODE_CAPABILITIES,
+        capabilities: tuple[str, ...] | None = None,
     ) -> None:
         self.settings = settings
         self.handler = handler
         self.protocol_version = protocol_version
-        self.capabilities = capabilities
+        self.capabilities = handler.capabilities if capabilities is None else capabilities
         self._stop = asyncio.Event()
         self.sessions_opened = 0
 

@@ -1,27 +1,33 @@
 """Answering one task, independent of how it arrived (gRPC, in-process, Flower).
 
-Order of operations, each step able to refuse: structural checks (done when decoding) -> local
+Open mode, in order, each step able to refuse: structural checks (done when decoding) -> local
 policy -> ledger charge (or the stored answer of an earlier delivery) -> local computation ->
 noise -> answer stored -> answer returned. Only the last step lets anything out, and only what
 the ledger already holds.
+
+Secure mode runs the same checks at the round's setup (policy, budget) and charges at the
+masked-input stage, just before the node's (masked, noised) contribution leaves; the round's
+cryptographic checks are in ``node/secure.py``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from dataclasses import dataclass, replace
 
 from node.data import TicketTable
 from node.ledger import ChargeRequest, Ledger, NewCharge, PendingCharge, StoredAnswer
 from node.policy import Policy
 from node.queries import bounded_counts, mechanism_for
+from node.secure import Contribution, SecAggClient
 from protocols.errors import INTERNAL_MESSAGE, ErrorCode, PublicError
+from protocols.identity import PeerVerifier, Signer
 from protocols.messages import ErrorInfo, HistogramAnswer, HistogramQuery, Task, TaskResult
-from protocols.serde import (
-    decode_node_message,
-    encode_node_message,
-    task_digest,
-)
+from protocols.secagg import SecAggRequest, SecAggResponse, SecAggSetup, noise_share
+from protocols.serde import decode_node_message, encode_node_message, query_digest
+from protocols.version import CAP_MODE_SECURE, CAP_SECAGG, NODE_CAPABILITIES
 
 log = logging.getLogger("publiek.node")
 
@@ -32,6 +38,7 @@ _RECORDED_REFUSALS = {
     ErrorCode.TASK_ID_CONFLICT,
     ErrorCode.INVALID_TASK,
     ErrorCode.UNSUPPORTED_TASK,
+    ErrorCode.SECAGG_REFUSED,
 }
 
 
@@ -48,70 +55,181 @@ def describe(query: HistogramQuery) -> str:
 
 class TaskHandler:
     def __init__(
-        self, identity: NodeIdentity, table: TicketTable, ledger: Ledger, policy: Policy
+        self,
+        identity: NodeIdentity,
+        table: TicketTable,
+        ledger: Ledger,
+        policy: Policy,
+        *,
+        signer: Signer | None = None,
+        verifier: PeerVerifier | None = None,
     ) -> None:
         self.identity = identity
         self.table = table
         self.ledger = ledger
         self.policy = policy
+        # Secure aggregation needs an identity to sign with and the sector CA to check peers.
+        self.secagg = (
+            SecAggClient(signer, verifier, self._contribute)
+            if signer is not None and verifier is not None
+            else None
+        )
+        self._rounds: dict[str, tuple[Task, str]] = {}  # round id -> (task, requester)
+        self._lock = threading.Lock()
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        if self.secagg is None:
+            return NODE_CAPABILITIES
+        return (*NODE_CAPABILITIES, CAP_SECAGG, CAP_MODE_SECURE)
 
     def handle(self, task: Task, requester: str) -> TaskResult:
         """Answer a task or say why not. Never raises; never puts internal detail on the wire."""
-        query = task.spec
-        charged = False
         try:
-            self.policy.check(query)
-            mechanism = mechanism_for(query)
-            outcome = self.ledger.begin(
-                ChargeRequest(
-                    task_id=task.task_id,
-                    spec_digest=task_digest(task),
-                    run_id=task.run_id,
-                    analysis_id=task.analysis_id,
-                    requester=requester,
-                    description=describe(query),
-                    mode=query.mode.value,
-                    rho=query.rho,
-                )
-            )
-            if isinstance(outcome, StoredAnswer):
-                log.info("task %s was answered before; sending the stored answer", task.task_id)
-                return _replayed(outcome.answer)
-            charged = isinstance(outcome, NewCharge | PendingCharge)
-            counts = bounded_counts(self.table, query, self.identity.institution_type)
-            noisy = mechanism.release(counts)
-            result = TaskResult(
-                task_id=task.task_id,
-                outcome=HistogramAnswer(
-                    values=tuple(int(v) for v in noisy),
-                    noise_scale=mechanism.noise.scale,
-                    rho=query.rho,
-                ),
-            )
-            stored = self.ledger.record_answer(task.task_id, encode_node_message(result))
-            log.info(
-                "answered task %s (%s) at rho %s; rho %s left this period",
-                task.task_id,
-                describe(query),
-                query.rho,
-                self.ledger.remaining(),
-            )
-            return _decode_result(stored)
+            if isinstance(task.spec, SecAggRequest):
+                return self._secagg(task, task.spec, requester)
+            return self._histogram(task, task.spec, requester)
         except PublicError as err:
             log.warning("refused task %s: %s", task.task_id, err)
             if err.code in _RECORDED_REFUSALS:
                 self.ledger.record_refusal(
-                    task.task_id, requester, describe(query), err.code.value, err.message
+                    task.task_id, requester, self._describe(task), err.code.value, err.message
                 )
-            if charged:
-                self.ledger.record_failure(task.task_id, err.message)
             return TaskResult(task.task_id, ErrorInfo(err.code, err.message))
         except Exception:
             # Our bug, not the coordinator's: full detail stays in the local log.
             log.exception("internal error while answering task %s", task.task_id)
-            if charged:
-                self.ledger.record_failure(task.task_id, "internal error (see node log)")
             return TaskResult(task.task_id, ErrorInfo(ErrorCode.INTERNAL, INTERNAL_MESSAGE))
+
+    def _describe(self, task: Task) -> str:
+        spec = task.spec
+        if isinstance(spec, SecAggRequest):
+            state = self._rounds.get(spec.round_id)
+            if state is not None and isinstance(state[0].spec, SecAggRequest):
+                setup = state[0].spec.stage
+                if isinstance(setup, SecAggSetup):
+                    return describe(setup.query)
+            return f"secure round {spec.round_id}"
+        return describe(spec)
+
+    # --- open mode ---------------------------------------------------------------------------
+
+    def _histogram(self, task: Task, query: HistogramQuery, requester: str) -> TaskResult:
+        self.policy.check(query)
+        mechanism = mechanism_for(query)
+        outcome = self.ledger.begin(self._charge_request(task, query, requester))
+        if isinstance(outcome, StoredAnswer):
+            log.info("task %s was answered before; sending the stored answer", task.task_id)
+            return _replayed(outcome.answer)
+        try:
+            counts = bounded_counts(self.table, query, self.identity.institution_type)
+            noisy = mechanism.release(counts)
+        except BaseException as err:
+            self.ledger.record_failure(task.task_id, _failure_text(err))
+            raise
+        result = TaskResult(
+            task_id=task.task_id,
+            outcome=HistogramAnswer(
+                values=tuple(int(v) for v in noisy),
+                noise_scale=mechanism.noise.scale,
+                rho=query.rho,
+            ),
+        )
+        stored = self.ledger.record_answer(task.task_id, encode_node_message(result))
+        log.info(
+            "answered task %s (%s) at rho %s; rho %s left this period",
+            task.task_id,
+            describe(query),
+            query.rho,
+            self.ledger.remaining(),
+        )
+        return _decode_result(stored)
+
+    def _charge_request(self, task: Task, query: HistogramQuery, requester: str) -> ChargeRequest:
+        return ChargeRequest(
+            task_id=task.task_id,
+            spec_digest=query_digest(query),
+            run_id=task.run_id,
+            analysis_id=task.analysis_id,
+            requester=requester,
+            description=describe(query),
+            mode=query.mode.value,
+            rho=query.rho,
+        )
+
+    # --- secure mode -------------------------------------------------------------------------
+
+    def _secagg(self, task: Task, request: SecAggRequest, requester: str) -> TaskResult:
+        if self.secagg is None:
+            raise PublicError(
+                ErrorCode.POLICY_REFUSED,
+                "this node has no identity certificate configured, which secure aggregation"
+                " needs (to sign its keys and check its peers')",
+            )
+        stage = request.stage
+        if isinstance(stage, SecAggSetup):
+            self._admit(task, stage, requester)
+            with self._lock:
+                self._rounds[request.round_id] = (task, requester)
+        elif request.round_id in self._rounds:
+            known_task, _ = self._rounds[request.round_id]
+            if known_task.task_id != task.task_id:
+                raise PublicError(
+                    ErrorCode.SECAGG_REFUSED,
+                    f"round {request.round_id} belongs to task {known_task.task_id}",
+                )
+        reply = self.secagg.handle(request)
+        return TaskResult(task.task_id, SecAggResponse(request.round_id, reply))
+
+    def _admit(self, task: Task, setup: SecAggSetup, requester: str) -> None:
+        """Refuse at setup what would be refused later: policy, budget, an earlier contribution."""
+        query = setup.query
+        self.policy.check(query)
+        problem = self.ledger.preflight(self._charge_request(task, query, requester))
+        if problem is not None:
+            raise problem
+
+    def _contribute(self, round_id: str, setup: SecAggSetup) -> Contribution:
+        task, requester = self._rounds[round_id]
+        query = setup.query
+        outcome = self.ledger.begin(self._charge_request(task, query, requester))
+        if isinstance(outcome, StoredAnswer):
+            # Re-sending the same noisy vector in a new round with other participants would let
+            # the coordinator difference it out; a new contribution needs a new task (and charge).
+            raise PublicError(
+                ErrorCode.TASK_ID_CONFLICT,
+                f"this node's contribution to task {task.task_id} already left in an earlier"
+                " round; a new round needs a new task id (and is charged anew)",
+            )
+        assert isinstance(outcome, NewCharge | PendingCharge)
+        try:
+            counts = bounded_counts(self.table, query, self.identity.institution_type)
+            noise = noise_share(setup)
+            noisy = noise.share.sample(counts)
+        except BaseException as err:
+            self.ledger.record_failure(task.task_id, _failure_text(err))
+            raise
+        record = json.dumps(
+            {
+                "secure_round": round_id,
+                "participants": len(setup.participants),
+                "n_min": setup.n_min,
+                "noise_share_scale": noise.share_scale,
+            }
+        ).encode()
+        self.ledger.record_answer(task.task_id, record)
+        log.info(
+            "contributed to secure round %s (%s) at rho %s; rho %s left this period",
+            round_id,
+            describe(query),
+            query.rho,
+            self.ledger.remaining(),
+        )
+        return Contribution(noisy, noise.share_scale, query.rho)
+
+
+def _failure_text(err: BaseException) -> str:
+    return err.message if isinstance(err, PublicError) else "internal error (see node log)"
 
 
 def _decode_result(blob: bytes) -> TaskResult:

@@ -269,6 +269,38 @@ class Ledger:
             )
         return NewCharge(req.task_id, period)
 
+    def preflight(self, req: ChargeRequest) -> PublicError | None:
+        """Why ``begin(req)`` would refuse, or None; charges nothing (for a secure round's setup).
+
+        Unlike ``begin``, an already answered task counts as a refusal: in secure mode an answer
+        that left cannot be sent again in another round.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT spec_digest, status FROM charges WHERE task_id = ?", (req.task_id,)
+            ).fetchone()
+            if row is not None:
+                if row[0] != req.spec_digest:
+                    return PublicError(
+                        ErrorCode.TASK_ID_CONFLICT,
+                        f"task {req.task_id} was answered before with a different specification",
+                    )
+                if row[1] == "answered":
+                    return PublicError(
+                        ErrorCode.TASK_ID_CONFLICT,
+                        f"this node already contributed to task {req.task_id}",
+                    )
+                return None  # charged earlier, nothing left: it may take part without a charge
+            period = self.cap.period.key(self._now())
+            spent = self._spent_in(self._db, period)
+        if spent + req.rho > self.cap.rho:
+            return PublicError(
+                ErrorCode.BUDGET_EXCEEDED,
+                f"task {req.task_id} costs rho {req.rho} but this node has only rho"
+                f" {self._left(spent)} left of its cap of {self.cap} (period {period})",
+            )
+        return None
+
     def record_answer(self, task_id: str, answer: bytes) -> bytes:
         """Store the answer; returns the answer that must be sent (the first one stored wins)."""
         with self._transaction() as db:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from privacy.bounding import ContributionBound
 from privacy.budget import Rho
 from protocols.dimensions import dimension_problems
 from protocols.errors import ErrorCode, MalformedMessage
+
+if TYPE_CHECKING:
+    from protocols.secagg import SecAggRequest, SecAggResponse
 
 MEASURES: Final[dict[str, str]] = {
     "tickets": "tickets of paid orders (complimentary tickets included), per performance date",
@@ -119,16 +122,13 @@ class HistogramQuery:
         return math.prod(self.shape)
 
 
-TaskSpec = HistogramQuery
-
-
 @dataclass(frozen=True, slots=True)
 class Task:
     task_id: str
     run_id: str
     analysis_id: str
     timeout_ms: int
-    spec: TaskSpec
+    spec: HistogramQuery | SecAggRequest
 
     def __post_init__(self) -> None:
         _check_id("task_id", self.task_id)
@@ -149,7 +149,7 @@ class HistogramAnswer:
 @dataclass(frozen=True, slots=True)
 class TaskResult:
     task_id: str
-    outcome: HistogramAnswer | ErrorInfo
+    outcome: HistogramAnswer | ErrorInfo | SecAggResponse
 
     @property
     def ok(self) -> bool:

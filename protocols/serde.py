@@ -30,6 +30,22 @@ from protocols.messages import (
     TaskResult,
     Welcome,
 )
+from protocols.secagg import (
+    EncryptedShare,
+    EncryptedShares,
+    MaskedVector,
+    NodeSignature,
+    RevealedShare,
+    RevealedShares,
+    SecAggConsistency,
+    SecAggMaskedInput,
+    SecAggRequest,
+    SecAggResponse,
+    SecAggSetup,
+    SecAggShareKeys,
+    SecAggUnmask,
+    SignedKeys,
+)
 from protocols.v1 import federation_pb2 as pb
 
 _MODE_TO_PB = {
@@ -90,18 +106,24 @@ def _query_from_pb(msg: pb.HistogramQuery) -> HistogramQuery:
 
 
 def _task_to_pb(t: Task) -> pb.Task:
-    return pb.Task(
-        task_id=t.task_id,
-        run_id=t.run_id,
-        analysis_id=t.analysis_id,
-        timeout_ms=t.timeout_ms,
-        histogram=_query_to_pb(t.spec),
+    msg = pb.Task(
+        task_id=t.task_id, run_id=t.run_id, analysis_id=t.analysis_id, timeout_ms=t.timeout_ms
     )
+    if isinstance(t.spec, HistogramQuery):
+        msg.histogram.CopyFrom(_query_to_pb(t.spec))
+    else:
+        msg.secagg.CopyFrom(_secagg_request_to_pb(t.spec))
+    return msg
 
 
 def _task_from_pb(msg: pb.Task) -> Task:
     kind = msg.WhichOneof("spec")
-    if kind != "histogram":
+    spec: HistogramQuery | SecAggRequest
+    if kind == "histogram":
+        spec = _query_from_pb(msg.histogram)
+    elif kind == "secagg":
+        spec = _secagg_request_from_pb(msg.secagg)
+    else:
         raise MalformedMessage(
             f"task {msg.task_id[:64]!r} has no specification this node understands",
             ErrorCode.UNSUPPORTED_TASK,
@@ -111,18 +133,196 @@ def _task_from_pb(msg: pb.Task) -> Task:
         run_id=msg.run_id,
         analysis_id=msg.analysis_id,
         timeout_ms=msg.timeout_ms,
-        spec=_query_from_pb(msg.histogram),
+        spec=spec,
     )
 
 
-def task_digest(task: Task) -> str:
-    """SHA-256 of a task's specification (not its id or timeout), canonically serialised.
+def query_digest(query: HistogramQuery) -> str:
+    """SHA-256 of a query, canonically serialised.
 
-    A node stores it with each charge: the same task id arriving with another specification is
-    a coordinator trying to get a second, different answer for one charge.
+    A node stores it with each charge: the same task id arriving with another query is a
+    coordinator trying to get a second, different answer for one charge.
     """
-    body = _query_to_pb(task.spec).SerializeToString(deterministic=True)
+    body = _query_to_pb(query).SerializeToString(deterministic=True)
     return hashlib.sha256(body).hexdigest()
+
+
+def task_digest(task: Task) -> str:
+    """The digest of a histogram task's query (not its id or timeout)."""
+    if not isinstance(task.spec, HistogramQuery):
+        raise TypeError("only histogram tasks have a single query digest")
+    return query_digest(task.spec)
+
+
+# --- secure aggregation ------------------------------------------------------------------------
+
+
+def _keys_to_pb(k: SignedKeys) -> pb.SignedKeys:
+    return pb.SignedKeys(
+        institution_id=k.institution_id,
+        encryption_key=k.encryption_key,
+        mask_key=k.mask_key,
+        certificate=k.certificate,
+        signature=k.signature,
+        self_mask_commitment=k.self_mask_commitment,
+    )
+
+
+def _keys_from_pb(m: pb.SignedKeys) -> SignedKeys:
+    return SignedKeys(
+        m.institution_id,
+        m.encryption_key,
+        m.mask_key,
+        m.certificate,
+        m.signature,
+        m.self_mask_commitment,
+    )
+
+
+def _shares_to_pb(shares: tuple[EncryptedShare, ...]) -> list[pb.EncryptedShare]:
+    return [
+        pb.EncryptedShare(sender=e.sender, recipient=e.recipient, ciphertext=e.ciphertext)
+        for e in shares
+    ]
+
+
+def _shares_from_pb(shares: Any) -> tuple[EncryptedShare, ...]:
+    return tuple(EncryptedShare(e.sender, e.recipient, e.ciphertext) for e in shares)
+
+
+def _signature_to_pb(s: NodeSignature) -> pb.NodeSignature:
+    return pb.NodeSignature(
+        institution_id=s.institution_id, certificate=s.certificate, signature=s.signature
+    )
+
+
+def _signature_from_pb(m: pb.NodeSignature) -> NodeSignature:
+    return NodeSignature(m.institution_id, m.certificate, m.signature)
+
+
+def _secagg_request_to_pb(r: SecAggRequest) -> pb.SecAggRequest:
+    msg = pb.SecAggRequest(round_id=r.round_id)
+    st = r.stage
+    if isinstance(st, SecAggSetup):
+        msg.setup.CopyFrom(
+            pb.SecAggSetup(
+                query=_query_to_pb(st.query),
+                participants=list(st.participants),
+                n_min=st.n_min,
+                degree=st.degree,
+                threshold=st.threshold,
+            )
+        )
+    elif isinstance(st, SecAggShareKeys):
+        msg.share_keys.CopyFrom(pb.SecAggShareKeys(keys=[_keys_to_pb(k) for k in st.keys]))
+    elif isinstance(st, SecAggMaskedInput):
+        msg.masked_input.CopyFrom(
+            pb.SecAggMaskedInput(
+                share_holders=list(st.share_holders), shares=_shares_to_pb(st.shares)
+            )
+        )
+    elif isinstance(st, SecAggConsistency):
+        msg.consistency.CopyFrom(pb.SecAggConsistency(survivors=list(st.survivors)))
+    else:
+        msg.unmask.CopyFrom(
+            pb.SecAggUnmask(
+                survivors=list(st.survivors),
+                signatures=[_signature_to_pb(s) for s in st.signatures],
+            )
+        )
+    return msg
+
+
+def _secagg_request_from_pb(m: pb.SecAggRequest) -> SecAggRequest:
+    kind = m.WhichOneof("stage")
+    stage: Any
+    if kind == "setup":
+        if not m.setup.HasField("query"):
+            raise MalformedMessage(
+                "secure-aggregation setup without a query", ErrorCode.INVALID_TASK
+            )
+        stage = SecAggSetup(
+            query=_query_from_pb(m.setup.query),
+            participants=tuple(m.setup.participants),
+            n_min=m.setup.n_min,
+            degree=m.setup.degree,
+            threshold=m.setup.threshold,
+        )
+    elif kind == "share_keys":
+        stage = SecAggShareKeys(tuple(_keys_from_pb(k) for k in m.share_keys.keys))
+    elif kind == "masked_input":
+        stage = SecAggMaskedInput(
+            tuple(m.masked_input.share_holders), _shares_from_pb(m.masked_input.shares)
+        )
+    elif kind == "consistency":
+        stage = SecAggConsistency(tuple(m.consistency.survivors))
+    elif kind == "unmask":
+        stage = SecAggUnmask(
+            tuple(m.unmask.survivors),
+            tuple(_signature_from_pb(s) for s in m.unmask.signatures),
+        )
+    else:
+        raise MalformedMessage("secure-aggregation request without a stage", ErrorCode.INVALID_TASK)
+    return SecAggRequest(m.round_id, stage)
+
+
+def _secagg_response_to_pb(r: SecAggResponse) -> pb.SecAggResponse:
+    msg = pb.SecAggResponse(round_id=r.round_id)
+    st = r.stage
+    if isinstance(st, SignedKeys):
+        msg.keys.CopyFrom(_keys_to_pb(st))
+    elif isinstance(st, EncryptedShares):
+        msg.shares.CopyFrom(pb.EncryptedShares(shares=_shares_to_pb(st.shares)))
+    elif isinstance(st, MaskedVector):
+        msg.masked.CopyFrom(
+            pb.MaskedVector(
+                values=st.values,
+                length=st.length,
+                masked_with=list(st.masked_with),
+                noise_scale=st.noise_scale,
+                rho=str(st.rho),
+            )
+        )
+    elif isinstance(st, NodeSignature):
+        msg.consistency.CopyFrom(_signature_to_pb(st))
+    else:
+        msg.reveal.CopyFrom(
+            pb.RevealedShares(
+                shares=[
+                    pb.RevealedShare(
+                        owner=x.owner, self_mask=x.self_mask, point=x.point, value=x.value
+                    )
+                    for x in st.shares
+                ]
+            )
+        )
+    return msg
+
+
+def _secagg_response_from_pb(m: pb.SecAggResponse) -> SecAggResponse:
+    kind = m.WhichOneof("stage")
+    stage: Any
+    if kind == "keys":
+        stage = _keys_from_pb(m.keys)
+    elif kind == "shares":
+        stage = EncryptedShares(_shares_from_pb(m.shares.shares))
+    elif kind == "masked":
+        try:
+            rho = Rho.parse(m.masked.rho)
+        except InvalidBudget as err:
+            raise MalformedMessage(f"masked vector carries an invalid rho: {err}") from err
+        stage = MaskedVector(
+            m.masked.values, m.masked.length, tuple(m.masked.masked_with), m.masked.noise_scale, rho
+        )
+    elif kind == "consistency":
+        stage = _signature_from_pb(m.consistency)
+    elif kind == "reveal":
+        stage = RevealedShares(
+            tuple(RevealedShare(x.owner, x.self_mask, x.point, x.value) for x in m.reveal.shares)
+        )
+    else:
+        raise MalformedMessage("secure-aggregation response without a stage")
+    return SecAggResponse(m.round_id, stage)
 
 
 # --- results -----------------------------------------------------------------------------------
@@ -131,6 +331,8 @@ def task_digest(task: Task) -> str:
 def _result_to_pb(r: TaskResult) -> pb.TaskResult:
     if isinstance(r.outcome, ErrorInfo):
         return pb.TaskResult(task_id=r.task_id, error=_error_to_pb(r.outcome))
+    if isinstance(r.outcome, SecAggResponse):
+        return pb.TaskResult(task_id=r.task_id, secagg=_secagg_response_to_pb(r.outcome))
     a = r.outcome
     return pb.TaskResult(
         task_id=r.task_id,
@@ -144,6 +346,8 @@ def _result_from_pb(msg: pb.TaskResult) -> TaskResult:
     kind = msg.WhichOneof("outcome")
     if kind == "error":
         return TaskResult(task_id=msg.task_id, outcome=_error_from_pb(msg.error))
+    if kind == "secagg":
+        return TaskResult(task_id=msg.task_id, outcome=_secagg_response_from_pb(msg.secagg))
     if kind == "histogram":
         h = msg.histogram
         try:
@@ -270,3 +474,8 @@ def task_id_of_coordinator_message(data: bytes) -> str:
         return ""
     task_id: str = msg.task.task_id
     return task_id if 0 < len(task_id) <= 128 and task_id.isprintable() else ""
+
+
+def secagg_request_bytes(request: SecAggRequest) -> bytes:
+    """Canonical bytes of a secure-aggregation request (to tell a retry from a replay)."""
+    return _secagg_request_to_pb(request).SerializeToString(deterministic=True)

@@ -13,6 +13,9 @@ PROTOCOL_VERSION: Final[int] = 1
 # What a node of this release can answer; a coordinator only sends tasks a node announced.
 CAP_HISTOGRAM: Final[str] = "histogram/1"
 CAP_MODE_OPEN: Final[str] = "mode/open"
+CAP_MODE_SECURE: Final[str] = "mode/secure"
+CAP_SECAGG: Final[str] = "secagg/1"
+# Every node can answer open-mode histograms; secure mode needs an identity (see TaskHandler).
 NODE_CAPABILITIES: Final[tuple[str, ...]] = (CAP_HISTOGRAM, CAP_MODE_OPEN)
 
 

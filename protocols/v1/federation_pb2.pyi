@@ -58,6 +58,10 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """The task's deadline passed before the node could start it."""
     INTERNAL: _ErrorCode.ValueType  # 12
     """A bug on the answering side; the detail is in its own log, not on the wire."""
+    SECAGG_REFUSED: _ErrorCode.ValueType  # 13
+    """A secure-aggregation message that a node cannot accept: unsigned or substituted keys, an
+    inconsistent survivor set, a stage out of order or replayed.
+    """
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper): ...
 
@@ -86,6 +90,10 @@ DEADLINE_EXPIRED: ErrorCode.ValueType  # 11
 """The task's deadline passed before the node could start it."""
 INTERNAL: ErrorCode.ValueType  # 12
 """A bug on the answering side; the detail is in its own log, not on the wire."""
+SECAGG_REFUSED: ErrorCode.ValueType  # 13
+"""A secure-aggregation message that a node cannot accept: unsigned or substituted keys, an
+inconsistent survivor set, a stage out of order or replayed.
+"""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 class _ReleaseMode:
@@ -309,6 +317,7 @@ class Task(_message.Message):
     ANALYSIS_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     HISTOGRAM_FIELD_NUMBER: _builtins.int
+    SECAGG_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     run_id: _builtins.str
     analysis_id: _builtins.str
@@ -316,6 +325,8 @@ class Task(_message.Message):
     """Time the node has to answer, counted from receipt (relative, so clocks need not agree)."""
     @_builtins.property
     def histogram(self) -> Global___HistogramQuery: ...
+    @_builtins.property
+    def secagg(self) -> Global___SecAggRequest: ...
     def __init__(
         self,
         *,
@@ -324,12 +335,13 @@ class Task(_message.Message):
         analysis_id: _builtins.str = ...,
         timeout_ms: _builtins.int = ...,
         histogram: Global___HistogramQuery | None = ...,
+        secagg: Global___SecAggRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["histogram", b"histogram", "spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["histogram", b"histogram", "secagg", b"secagg", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis_id", b"analysis_id", "histogram", b"histogram", "run_id", b"run_id", "spec", b"spec", "task_id", b"task_id", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis_id", b"analysis_id", "histogram", b"histogram", "run_id", b"run_id", "secagg", b"secagg", "spec", b"spec", "task_id", b"task_id", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_spec: _TypeAlias = _typing.Literal["histogram"]  # noqa: Y015
+    _WhichOneofReturnType_spec: _TypeAlias = _typing.Literal["histogram", "secagg"]  # noqa: Y015
     _WhichOneofArgType_spec: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_spec) -> _WhichOneofReturnType_spec | None: ...
 
@@ -436,23 +448,27 @@ class TaskResult(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     HISTOGRAM_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    SECAGG_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     @_builtins.property
     def histogram(self) -> Global___HistogramAnswer: ...
     @_builtins.property
     def error(self) -> Global___Error: ...
+    @_builtins.property
+    def secagg(self) -> Global___SecAggResponse: ...
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
         histogram: Global___HistogramAnswer | None = ...,
         error: Global___Error | None = ...,
+        secagg: Global___SecAggResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "histogram", b"histogram", "outcome", b"outcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "histogram", b"histogram", "outcome", b"outcome", "secagg", b"secagg"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "histogram", b"histogram", "outcome", b"outcome", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "histogram", b"histogram", "outcome", b"outcome", "secagg", b"secagg", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["histogram", "error"]  # noqa: Y015
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["histogram", "error", "secagg"]  # noqa: Y015
     _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
 
@@ -491,3 +507,434 @@ class HistogramAnswer(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HistogramAnswer: _TypeAlias = HistogramAnswer  # noqa: Y015
+
+@_typing.final
+class SecAggRequest(_message.Message):
+    """---- Secure aggregation (SecAgg+, Bell et al. 2020, with Bonawitz et al. 2017's consistency
+    check). One round is five stages; each is a Task carrying a SecAggRequest and answered by a
+    TaskResult carrying a SecAggResponse, all with the analysis's task id. The coordinator relays
+    everything but can read only the final sum: the shares it relays are encrypted end to end,
+    the keys and survivor sets are signed by the nodes' certificates.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_ID_FIELD_NUMBER: _builtins.int
+    SETUP_FIELD_NUMBER: _builtins.int
+    SHARE_KEYS_FIELD_NUMBER: _builtins.int
+    MASKED_INPUT_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
+    UNMASK_FIELD_NUMBER: _builtins.int
+    round_id: _builtins.str
+    @_builtins.property
+    def setup(self) -> Global___SecAggSetup: ...
+    @_builtins.property
+    def share_keys(self) -> Global___SecAggShareKeys: ...
+    @_builtins.property
+    def masked_input(self) -> Global___SecAggMaskedInput: ...
+    @_builtins.property
+    def consistency(self) -> Global___SecAggConsistency: ...
+    @_builtins.property
+    def unmask(self) -> Global___SecAggUnmask: ...
+    def __init__(
+        self,
+        *,
+        round_id: _builtins.str = ...,
+        setup: Global___SecAggSetup | None = ...,
+        share_keys: Global___SecAggShareKeys | None = ...,
+        masked_input: Global___SecAggMaskedInput | None = ...,
+        consistency: Global___SecAggConsistency | None = ...,
+        unmask: Global___SecAggUnmask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "masked_input", b"masked_input", "setup", b"setup", "share_keys", b"share_keys", "stage", b"stage", "unmask", b"unmask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "masked_input", b"masked_input", "round_id", b"round_id", "setup", b"setup", "share_keys", b"share_keys", "stage", b"stage", "unmask", b"unmask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_stage: _TypeAlias = _typing.Literal["setup", "share_keys", "masked_input", "consistency", "unmask"]  # noqa: Y015
+    _WhichOneofArgType_stage: _TypeAlias = _typing.Literal["stage", b"stage"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_stage) -> _WhichOneofReturnType_stage | None: ...
+
+Global___SecAggRequest: _TypeAlias = SecAggRequest  # noqa: Y015
+
+@_typing.final
+class SecAggResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_ID_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    SHARES_FIELD_NUMBER: _builtins.int
+    MASKED_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FIELD_NUMBER: _builtins.int
+    REVEAL_FIELD_NUMBER: _builtins.int
+    round_id: _builtins.str
+    @_builtins.property
+    def keys(self) -> Global___SignedKeys: ...
+    @_builtins.property
+    def shares(self) -> Global___EncryptedShares: ...
+    @_builtins.property
+    def masked(self) -> Global___MaskedVector: ...
+    @_builtins.property
+    def consistency(self) -> Global___NodeSignature: ...
+    @_builtins.property
+    def reveal(self) -> Global___RevealedShares: ...
+    def __init__(
+        self,
+        *,
+        round_id: _builtins.str = ...,
+        keys: Global___SignedKeys | None = ...,
+        shares: Global___EncryptedShares | None = ...,
+        masked: Global___MaskedVector | None = ...,
+        consistency: Global___NodeSignature | None = ...,
+        reveal: Global___RevealedShares | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "keys", b"keys", "masked", b"masked", "reveal", b"reveal", "shares", b"shares", "stage", b"stage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency", b"consistency", "keys", b"keys", "masked", b"masked", "reveal", b"reveal", "round_id", b"round_id", "shares", b"shares", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_stage: _TypeAlias = _typing.Literal["keys", "shares", "masked", "consistency", "reveal"]  # noqa: Y015
+    _WhichOneofArgType_stage: _TypeAlias = _typing.Literal["stage", b"stage"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_stage) -> _WhichOneofReturnType_stage | None: ...
+
+Global___SecAggResponse: _TypeAlias = SecAggResponse  # noqa: Y015
+
+@_typing.final
+class SecAggSetup(_message.Message):
+    """Stage 1: the query and the round's public parameters; the node answers with its signed keys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    N_MIN_FIELD_NUMBER: _builtins.int
+    DEGREE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    n_min: _builtins.int
+    """The fewest surviving contributions for which the plan's privacy guarantee holds; a node
+    refuses to help unmask a sum of fewer.
+    """
+    degree: _builtins.int
+    """Neighbours per node (n - 1: all-to-all) and shares needed to recover a node's secrets."""
+    threshold: _builtins.int
+    @_builtins.property
+    def query(self) -> Global___HistogramQuery: ...
+    @_builtins.property
+    def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Everyone invited to the round, sorted. The neighbour graph is derived from these and the
+        round id, so every node can recompute it.
+        """
+
+    def __init__(
+        self,
+        *,
+        query: Global___HistogramQuery | None = ...,
+        participants: _abc.Iterable[_builtins.str] | None = ...,
+        n_min: _builtins.int = ...,
+        degree: _builtins.int = ...,
+        threshold: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["degree", b"degree", "n_min", b"n_min", "participants", b"participants", "query", b"query", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggSetup: _TypeAlias = SecAggSetup  # noqa: Y015
+
+@_typing.final
+class SignedKeys(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTITUTION_ID_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_KEY_FIELD_NUMBER: _builtins.int
+    MASK_KEY_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    SELF_MASK_COMMITMENT_FIELD_NUMBER: _builtins.int
+    institution_id: _builtins.str
+    encryption_key: _builtins.bytes
+    """X25519, for the channel that carries shares"""
+    mask_key: _builtins.bytes
+    """X25519, for pairwise mask seeds"""
+    certificate: _builtins.bytes
+    """PEM, issued by the sector CA to institution_id"""
+    signature: _builtins.bytes
+    """over (round id, institution id, both keys, the commitment)"""
+    self_mask_commitment: _builtins.bytes
+    """SHA-256 commitment to the node's self-mask seed, so that a seed rebuilt from shares can be
+    checked (a share holder that lies is caught instead of corrupting the sum).
+    """
+    def __init__(
+        self,
+        *,
+        institution_id: _builtins.str = ...,
+        encryption_key: _builtins.bytes = ...,
+        mask_key: _builtins.bytes = ...,
+        certificate: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+        self_mask_commitment: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "encryption_key", b"encryption_key", "institution_id", b"institution_id", "mask_key", b"mask_key", "self_mask_commitment", b"self_mask_commitment", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedKeys: _TypeAlias = SignedKeys  # noqa: Y015
+
+@_typing.final
+class SecAggShareKeys(_message.Message):
+    """Stage 2: the node's neighbours' signed keys; it answers with encrypted shares for each."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedKeys]: ...
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[Global___SignedKeys] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggShareKeys: _TypeAlias = SecAggShareKeys  # noqa: Y015
+
+@_typing.final
+class EncryptedShare(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SENDER_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    sender: _builtins.str
+    recipient: _builtins.str
+    ciphertext: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        sender: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        ciphertext: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "recipient", b"recipient", "sender", b"sender"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EncryptedShare: _TypeAlias = EncryptedShare  # noqa: Y015
+
+@_typing.final
+class EncryptedShares(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedShare]: ...
+    def __init__(
+        self,
+        *,
+        shares: _abc.Iterable[Global___EncryptedShare] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shares", b"shares"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EncryptedShares: _TypeAlias = EncryptedShares  # noqa: Y015
+
+@_typing.final
+class SecAggMaskedInput(_message.Message):
+    """Stage 3: who shared keys (U2), and the shares addressed to this node; it answers with its
+    masked vector.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARE_HOLDERS_FIELD_NUMBER: _builtins.int
+    SHARES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def share_holders(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedShare]: ...
+    def __init__(
+        self,
+        *,
+        share_holders: _abc.Iterable[_builtins.str] | None = ...,
+        shares: _abc.Iterable[Global___EncryptedShare] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["share_holders", b"share_holders", "shares", b"shares"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggMaskedInput: _TypeAlias = SecAggMaskedInput  # noqa: Y015
+
+@_typing.final
+class MaskedVector(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    MASKED_WITH_FIELD_NUMBER: _builtins.int
+    NOISE_SCALE_FIELD_NUMBER: _builtins.int
+    RHO_FIELD_NUMBER: _builtins.int
+    values: _builtins.bytes
+    """little-endian uint64, the vector over Z_(2^64)"""
+    length: _builtins.int
+    noise_scale: _builtins.float
+    """sigma of this node's discrete Gaussian noise share"""
+    rho: _builtins.str
+    """what contributing cost the node (exact decimal)"""
+    @_builtins.property
+    def masked_with(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the neighbours whose pairwise masks are in it"""
+
+    def __init__(
+        self,
+        *,
+        values: _builtins.bytes = ...,
+        length: _builtins.int = ...,
+        masked_with: _abc.Iterable[_builtins.str] | None = ...,
+        noise_scale: _builtins.float = ...,
+        rho: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "masked_with", b"masked_with", "noise_scale", b"noise_scale", "rho", b"rho", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MaskedVector: _TypeAlias = MaskedVector  # noqa: Y015
+
+@_typing.final
+class SecAggConsistency(_message.Message):
+    """Stage 4: the survivors (U3) the coordinator will unmask; each node signs the set it was told."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SURVIVORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def survivors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        survivors: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["survivors", b"survivors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggConsistency: _TypeAlias = SecAggConsistency  # noqa: Y015
+
+@_typing.final
+class NodeSignature(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTITUTION_ID_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    institution_id: _builtins.str
+    certificate: _builtins.bytes
+    signature: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        institution_id: _builtins.str = ...,
+        certificate: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "institution_id", b"institution_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeSignature: _TypeAlias = NodeSignature  # noqa: Y015
+
+@_typing.final
+class SecAggUnmask(_message.Message):
+    """Stage 5: the survivor set again with the signatures collected in stage 4; the node reveals,
+    for each neighbour, a share of its self-mask seed (if it survived) or of its mask key (if it
+    dropped), never both.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SURVIVORS_FIELD_NUMBER: _builtins.int
+    SIGNATURES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def survivors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeSignature]: ...
+    def __init__(
+        self,
+        *,
+        survivors: _abc.Iterable[_builtins.str] | None = ...,
+        signatures: _abc.Iterable[Global___NodeSignature] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signatures", b"signatures", "survivors", b"survivors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggUnmask: _TypeAlias = SecAggUnmask  # noqa: Y015
+
+@_typing.final
+class RevealedShare(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    SELF_MASK_FIELD_NUMBER: _builtins.int
+    POINT_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    self_mask: _builtins.bool
+    """true: a share of owner's self-mask seed; false: of its mask key"""
+    point: _builtins.int
+    """the evaluation point of the share"""
+    value: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+        self_mask: _builtins.bool = ...,
+        point: _builtins.int = ...,
+        value: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "point", b"point", "self_mask", b"self_mask", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevealedShare: _TypeAlias = RevealedShare  # noqa: Y015
+
+@_typing.final
+class RevealedShares(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevealedShare]: ...
+    def __init__(
+        self,
+        *,
+        shares: _abc.Iterable[Global___RevealedShare] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shares", b"shares"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevealedShares: _TypeAlias = RevealedShares  # noqa: Y015
