@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from coordinator.transport import NodeInfo, NodeUnavailable, TaskTimedOut
 from protocols.messages import Task, TaskResult
@@ -18,14 +18,22 @@ from protocols.serde import (
     encode_coordinator_message,
     encode_node_message,
 )
-from protocols.version import NODE_CAPABILITIES, PROTOCOL_VERSION
+from protocols.version import CAP_MODE_SECURE, CAP_SECAGG, NODE_CAPABILITIES, PROTOCOL_VERSION
 
 NodeHandler = Callable[[Task], TaskResult]
 
 
+ALL_CAPABILITIES = (*NODE_CAPABILITIES, CAP_SECAGG, CAP_MODE_SECURE)
+
+
 class InProcessTransport:
-    def __init__(self, handlers: dict[str, NodeHandler]) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[str, NodeHandler],
+        capabilities: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self._handlers = dict(handlers)
+        self._capabilities = capabilities or {}
         self._connected = set(handlers)
         self._changed = asyncio.Event()
 
@@ -42,7 +50,7 @@ class InProcessTransport:
                 institution_id=i,
                 software_version="in-process",
                 protocol_version=PROTOCOL_VERSION,
-                capabilities=NODE_CAPABILITIES,
+                capabilities=self._capabilities.get(i, ALL_CAPABILITIES),
                 session_id=f"inprocess-{i}",
                 connected_at=time.time(),
             )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -80,6 +81,7 @@ class SecureRoundResult:
     noise_scales: dict[str, float] = field(default_factory=dict)
     bytes_to_node: dict[str, int] = field(default_factory=dict)
     bytes_from_node: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class _Round:
@@ -102,6 +104,7 @@ class _Round:
         self.dropped: dict[str, str] = {}
         self.sent: dict[str, int] = dict.fromkeys(setup.participants, 0)
         self.received: dict[str, int] = dict.fromkeys(setup.participants, 0)
+        self.seconds: dict[str, float] = {}
 
     def _task(self, stage: SecAggStage) -> Task:
         return Task(
@@ -115,6 +118,7 @@ class _Round:
     async def stage(
         self, name: str, requests: dict[str, SecAggStage], expect: type
     ) -> dict[str, SecAggReply]:
+        started = time.perf_counter()
         tasks = {node: self._task(stage) for node, stage in requests.items()}
         for node, task in tasks.items():
             self.sent[node] += len(encode_coordinator_message(task))
@@ -134,6 +138,7 @@ class _Round:
                 self.dropped[o.institution_id] = f"{name}: answered for another round or stage"
                 continue
             replies[o.institution_id] = a.stage
+        self.seconds[name] = time.perf_counter() - started
         return replies
 
     def drop(self, node: str, reason: str) -> None:
@@ -230,11 +235,16 @@ async def run_secure_round(
     replies = await r.stage(
         "consistency check", dict.fromkeys(u3, SecAggConsistency(u3)), NodeSignature
     )
-    signatures = tuple(s for s in replies.values() if isinstance(s, NodeSignature))
+    signatures = {s.institution_id: s for s in replies.values() if isinstance(s, NodeSignature)}
 
-    # 5. Unmask.
+    # 5. Unmask. A node checks, for each neighbour, signatures of that neighbour's neighbours:
+    # it is sent exactly those (all of them in a small, all-to-all round).
+    def needed(u: str) -> tuple[NodeSignature, ...]:
+        two_hop = {w for v in r.graph[u] for w in r.graph[v]}
+        return tuple(signatures[w] for w in sorted(two_hop) if w in signatures)
+
     replies = await r.stage(
-        "unmasking", dict.fromkeys(sorted(replies), SecAggUnmask(u3, signatures)), RevealedShares
+        "unmasking", {u: SecAggUnmask(u3, needed(u)) for u in sorted(replies)}, RevealedShares
     )
     seed_shares: dict[str, list[shamir.Share]] = {}
     key_shares: dict[str, list[shamir.Share]] = {}
@@ -249,6 +259,7 @@ async def run_secure_round(
                 continue
             (seed_shares if x.self_mask else key_shares).setdefault(x.owner, []).append(share)
 
+    unmask_started = time.perf_counter()
     total = np.zeros(n_cells, dtype=np.uint64)
     for u in u3:
         total = total + ring.from_bytes(masked[u].values, n_cells)
@@ -288,6 +299,7 @@ async def run_secure_round(
         noise_scales={u: masked[u].noise_scale for u in u3},
         bytes_to_node=r.sent,
         bytes_from_node=r.received,
+        stage_seconds={**r.seconds, "unmask arithmetic": time.perf_counter() - unmask_started},
     )
 
 

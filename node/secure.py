@@ -97,6 +97,7 @@ class _Round:
     done: int = -1  # index of the last stage answered
     replies: dict[int, tuple[bytes, SecAggReply]] = field(default_factory=dict)
     peers: dict[str, SignedKeys] = field(default_factory=dict)  # verified neighbours' keys
+    channel_secrets: dict[str, bytes] = field(default_factory=dict)  # per peer, both directions
     holders: list[str] = field(default_factory=list)  # neighbours I gave shares to
     received: dict[str, tuple[shamir.Share, shamir.Share]] = field(default_factory=dict)
     masked_with: list[str] = field(default_factory=list)
@@ -273,9 +274,9 @@ class SecAggClient:
                 + seed_shares[p].to_bytes()
                 + key_shares[p].to_bytes()
             )
-            key = keys.channel_key(
-                state.enc.private, state.peers[v].encryption_key, state.round_id, self.me, v
-            )
+            shared = keys.shared_secret(state.enc.private, state.peers[v].encryption_key)
+            state.channel_secrets[v] = shared
+            key = keys.channel_key(shared, state.round_id, self.me, v)
             out.append(
                 EncryptedShare(self.me, v, channel.seal(key, state.round_id, self.me, v, plaintext))
             )
@@ -312,9 +313,7 @@ class SecAggClient:
                 f"only {len(expected)} neighbours of {self.me} hold shares; {t} are needed"
             )
         for v in expected:
-            key = keys.channel_key(
-                state.enc.private, state.peers[v].encryption_key, state.round_id, v, self.me
-            )
+            key = keys.channel_key(state.channel_secrets[v], state.round_id, v, self.me)
             try:
                 plain = channel.open_sealed(
                     key, state.round_id, v, self.me, by_sender[v].ciphertext
@@ -380,18 +379,38 @@ class SecAggClient:
             )
         self._check_survivors(state, stage.survivors)
         message = survivors_statement(state.round_id, stage.survivors)
+        offered = {
+            sig.institution_id: sig
+            for sig in stage.signatures
+            if sig.institution_id in stage.survivors
+        }
         valid: set[str] = set()
-        for sig in stage.signatures:
-            if sig.institution_id not in stage.survivors or sig.institution_id in valid:
-                continue
+        invalid: set[str] = set()
+
+        def confirmed(signer: str) -> bool:
+            # Verify lazily and once: only signers that some neighbour's quorum needs.
+            if signer in valid:
+                return True
+            if signer in invalid or signer not in offered:
+                return False
+            sig = offered[signer]
             try:
-                self.verifier.verify(sig.certificate, sig.institution_id, message, sig.signature)
+                self.verifier.verify(sig.certificate, signer, message, sig.signature)
             except IdentityError:
-                continue  # an invalid signature simply does not count
-            valid.add(sig.institution_id)
+                invalid.add(signer)  # an invalid signature simply does not count
+                return False
+            valid.add(signer)
+            return True
+
         t = state.setup.threshold
         for v in state.received:
-            signers = len(valid & set(state.graph[v]))
+            # Already-verified signers first, so overlapping neighbourhoods cost nothing extra.
+            candidates = sorted(state.graph[v], key=lambda s: s not in valid)
+            signers = 0
+            for candidate in candidates:
+                if signers >= t:
+                    break
+                signers += confirmed(candidate)
             if signers < t:
                 raise SecAggRefused(
                     f"only {signers} of {v}'s neighbours confirmed this survivor set ({t}"

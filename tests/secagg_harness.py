@@ -20,20 +20,24 @@ from protocols.errors import PublicError
 from protocols.identity import PeerVerifier, Signer
 from protocols.messages import Dimension, ErrorInfo, HistogramQuery, ReleaseMode, Task, TaskResult
 from protocols.secagg import STAGE_NAMES, STAGE_ORDER, SecAggRequest, SecAggResponse, SecAggSetup
-from protocols.vocabulary import DISCIPLINES, quarters
+from protocols.vocabulary import quarters
 
 STAGES = tuple(STAGE_NAMES[t] for t in STAGE_ORDER)
 
 
 def query(cells: int = 15) -> HistogramQuery:
     """A secure-mode histogram query over exactly ``cells`` public keys."""
-    periods = quarters(1900, 2099)
+    periods = quarters(1900, 2099)  # 800 public keys
+    years = tuple(str(y) for y in range(1900, 2100))  # 200 more, crossed with them
     if cells <= len(periods):
         dims: tuple[Dimension, ...] = (Dimension("quarter", periods[:cells]),)
     else:
-        per, rest = divmod(cells, len(DISCIPLINES))
-        assert rest == 0 and per <= len(periods), "use a multiple of 15 up to 12,000 cells"
-        dims = (Dimension("discipline", DISCIPLINES), Dimension("quarter", periods[:per]))
+        y = next(
+            (y for y in range(2, len(years) + 1) if cells % y == 0 and cells // y <= len(periods)),
+            None,
+        )
+        assert y is not None, f"cannot make a public key set of exactly {cells} cells"
+        dims = (Dimension("year", years[:y]), Dimension("quarter", periods[: cells // y]))
     return HistogramQuery(
         statistic="S1",
         measure="tickets",

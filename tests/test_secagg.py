@@ -76,7 +76,9 @@ def test_sparse_graph_for_large_federations(tmp_path: Path) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(st.binary(min_size=32, max_size=32), st.integers(2, 12), st.data())
-def test_shamir_any_threshold_subset_reconstructs(secret: bytes, n: int, data: st.DataObject) -> None:
+def test_shamir_any_threshold_subset_reconstructs(
+    secret: bytes, n: int, data: st.DataObject
+) -> None:
     t = data.draw(st.integers(1, n))
     shares = list(shamir.split(secret, t, list(range(1, n + 1))).values())
     subset = data.draw(st.permutations(shares))[:t]
@@ -131,7 +133,16 @@ def test_neighbour_graph_is_symmetric_regular_and_public(n: int) -> None:
     assert k <= 2 * (n.bit_length() + 1)  # O(log n)
 
 
+def test_odd_degree_for_an_even_number_of_nodes() -> None:
+    people = [f"p{i}" for i in range(100)]
+    g = graph.neighbours("r", people, 11)  # Flower's default-style share count
+    assert all(len(v) == 11 for v in g.values())
+    assert all(p in g[q] for p, qs in g.items() for q in qs)
+    with pytest.raises(ValueError, match="even when n is odd"):
+        graph.neighbours("r", people[:99], 11)
+
+
 def test_low_order_x25519_keys_are_refused() -> None:
     a = keys.KeyPair.generate()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="all-zero secret"):
         keys.agree(a.private, b"\x00" * 32, b"info")

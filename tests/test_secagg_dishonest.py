@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from deploy.devcerts import make_dev_pki
-from node.secure import SecAggClient, SecAggRefused
+from node.secure import SecAggRefused
 from privacy.secagg import keys as kx
 from protocols.identity import Signer
 from protocols.secagg import (
@@ -97,7 +97,8 @@ def test_substituted_mask_key_is_refused(fed: Federation) -> None:
 def test_keys_signed_under_another_ca_are_refused(fed: Federation, tmp_path: Path) -> None:
     keys = advertise(fed)
     rogue = make_dev_pki(tmp_path / "rogue", ["inst-001"], ca_name="rogue CA")
-    signer = Signer.from_files("inst-001", rogue.nodes["inst-001"].cert, rogue.nodes["inst-001"].key)
+    pair = rogue.nodes["inst-001"]
+    signer = Signer.from_files("inst-001", pair.cert, pair.key)
     k = keys["inst-001"]
     forged = dataclasses.replace(
         k,

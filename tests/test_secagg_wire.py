@@ -8,6 +8,7 @@ without masks, so they can tell the difference.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def test_masked_inputs_are_uniform_and_hide_the_vector(tmp_path: Path) -> None:
     for node in fed.vectors:
         inner = fed.handler(node)
 
-        def tapped(task: Task, inner=inner) -> TaskResult:  # type: ignore[no-untyped-def]
+        def tapped(task: Task, inner: Callable[[Task], TaskResult] = inner) -> TaskResult:
             result = inner(task)
             wire.append(encode_node_message(result))  # exactly what goes on the wire
             return result
@@ -49,7 +50,7 @@ def test_masked_inputs_are_uniform_and_hide_the_vector(tmp_path: Path) -> None:
     result = run(fed)
     assert np.array_equal(result.total, sum(fed.vectors.values()))
 
-    masked = {}
+    masked: dict[int, bytes] = {}
     for blob in wire:
         msg = decode_node_message(blob)
         assert isinstance(msg, TaskResult) and isinstance(msg.outcome, SecAggResponse)

@@ -3,7 +3,8 @@
 All-to-all SecAgg costs O(n^2); with k = O(log n) neighbours the cost per node is O(log n) and
 the protocol still tolerates dropouts and a curious coordinator (Bell et al., Thm. 3.7, for a
 random k-regular graph). We use the Harary graph H(k, n) on a pseudo-random ordering of the
-participants: node i of the ordering neighbours the k/2 nodes on either side of it on a ring.
+participants: node i of the ordering neighbours the floor(k/2) nodes on either side of it on a
+ring, and for odd k (which needs an even n) also the node opposite it.
 
 The ordering is derived from public data only (SHA-256 of the round id and the sorted
 participant list), so every node computes the same graph and a coordinator cannot hand-pick
@@ -45,14 +46,20 @@ def neighbours(round_id: str, participants: list[str], degree: int) -> dict[str,
     n = len(people)
     if degree >= n - 1:
         return {p: [q for q in people if q != p] for p in people}
-    if degree < 2 or degree % 2:
-        raise ValueError(f"degree must be even and at least 2 (or n-1), got {degree}")
+    if degree < 2 or (degree % 2 and n % 2):
+        raise ValueError(
+            f"degree must be at least 2, and even when n is odd (or n-1); got {degree} for n={n}"
+        )
     ring = _ordering(round_id, people)
     half = degree // 2
     out: dict[str, set[str]] = {p: set() for p in people}
     for i, p in enumerate(ring):
         for step in range(1, half + 1):
             q = ring[(i + step) % n]
+            out[p].add(q)
+            out[q].add(p)
+        if degree % 2:
+            q = ring[(i + n // 2) % n]
             out[p].add(q)
             out[q].add(p)
     return {p: sorted(qs) for p, qs in out.items()}

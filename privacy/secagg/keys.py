@@ -62,14 +62,19 @@ def _hkdf(secret: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(secret)
 
 
-def agree(private: bytes, peer_public: bytes, info: bytes) -> bytes:
-    """A 32-byte key shared by the two holders of these key pairs, bound to ``info``."""
+def shared_secret(private: bytes, peer_public: bytes) -> bytes:
+    """The raw X25519 secret of two key pairs; only ever used as HKDF input."""
     shared = X25519PrivateKey.from_private_bytes(private).exchange(
         X25519PublicKey.from_public_bytes(peer_public)
     )
     if shared == b"\x00" * KEY_BYTES:  # a low-order peer key: refuse, never derive from zeros
         raise ValueError("X25519 agreement produced the all-zero secret")
-    return _hkdf(shared, info)
+    return shared
+
+
+def agree(private: bytes, peer_public: bytes, info: bytes) -> bytes:
+    """A 32-byte key shared by the two holders of these key pairs, bound to ``info``."""
+    return _hkdf(shared_secret(private, peer_public), info)
 
 
 def _info(kind: bytes, round_id: str, a: str, b: str) -> bytes:
@@ -83,8 +88,10 @@ def mask_seed(private: bytes, peer_public: bytes, round_id: str, me: str, peer: 
     return agree(private, peer_public, _info(b"mask", round_id, low, high))
 
 
-def channel_key(
-    private: bytes, peer_public: bytes, round_id: str, sender: str, recipient: str
-) -> bytes:
-    """The key for shares sent from ``sender`` to ``recipient`` in one round (directional)."""
-    return agree(private, peer_public, _info(b"channel", round_id, sender, recipient))
+def channel_key(shared: bytes, round_id: str, sender: str, recipient: str) -> bytes:
+    """The key for shares sent from ``sender`` to ``recipient`` in one round (directional).
+
+    ``shared`` is the ``shared_secret`` of the two nodes' channel key pairs; a node computes it
+    once per peer and derives both directions from it.
+    """
+    return _hkdf(shared, _info(b"channel", round_id, sender, recipient))
