@@ -144,5 +144,6 @@ def test_odd_degree_for_an_even_number_of_nodes() -> None:
 
 def test_low_order_x25519_keys_are_refused() -> None:
     a = keys.KeyPair.generate()
-    with pytest.raises(ValueError, match="all-zero secret"):
+    # OpenSSL refuses the all-zero shared secret itself; our own check backs it up.
+    with pytest.raises(ValueError, match="shared key|all-zero secret"):
         keys.agree(a.private, b"\x00" * 32, b"info")
