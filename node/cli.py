@@ -5,15 +5,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
+import polars as pl
+
 from node.agent import AgentSettings, ExitCode, NodeAgent
-from node.config import EXAMPLE, ConfigError, NodeConfig, load_config
-from node.data import DataError, load_ticket_lines
+from node.config import EXAMPLE, ConfigError, NodeConfig, load_config, starter_config
+from node.data import DataError, load
+from node.datasource import DataSetup, setup_from_config, setup_from_file
 from node.handler import NodeIdentity, TaskHandler
+from node.ingest.pipeline import DEFAULT_MAX_BAD_SHARE, check_source, quarantined_rows
+from node.ingest.problems import DEFAULT_ROWS_SHOWN
+from node.ingest.sources import SourceError, file_source
+from node.ingest.starter import starter_mapping
 from node.ledger import Ledger, LedgerError
+from node.report import write_report
 from node.tls import TlsConfigError
 from protocols.version import PROTOCOL_VERSION, software_version
 
@@ -26,12 +37,18 @@ ledger you can inspect at any time.
 
 EPILOG = """\
 first steps:
+  publiek-node init export.csv               write a starter mapping.toml and node.toml for it
+  publiek-node check export.csv --mapping mapping.toml
+                                             check your data: every problem at once
+  publiek-node report --config node.toml --out audience.html
+                                             your own audience, exact numbers, stays with you
   publiek-node example-config > node.toml    write a commented configuration to edit
   publiek-node run --config node.toml        connect to the coordinator and answer tasks
   publiek-node ledger --config node.toml     see what left this node, and what budget remains
 
-exit codes: 0 stopped, 2 configuration or data problem, 3 incompatible with the coordinator
-(protocol version, identity), 4 gave up reaching the coordinator (--max-attempts).
+exit codes: 0 done (check: the data passed), 1 check: the data failed, 2 configuration or
+data problem, 3 incompatible with the coordinator (protocol version, identity), 4 gave up
+reaching the coordinator (--max-attempts).
 """
 
 
@@ -60,8 +77,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "TLS IS OFF (tls.insecure = true): answers travel in plaintext and the coordinator"
             " cannot verify who you are. Use this only for a local demo, never with real data."
         )
-    table = load_ticket_lines(config.tickets, default_country=config.country)
-    log.info("loaded %d ticket lines from %s", table.rows, config.tickets)
+    setup = setup_from_config(config)
+    loaded = load(setup.source, setup.settings, setup.geography, setup.as_of)
+    table = loaded.table
+    for line in loaded.report.summary_lines():
+        log.info("%s", line.strip())
+    for note in loaded.report.notices:
+        log.info("note: %s", note)
+    if loaded.report.quarantined:
+        log.warning(
+            "%d row(s) quarantined; see them with: publiek-node check --config %s",
+            loaded.report.quarantined,
+            args.config,
+        )
+    log.info(
+        "loaded %d ticket lines; %d customers with features as of %s",
+        table.rows,
+        loaded.features.customers,
+        loaded.features.as_of,
+    )
     ledger = Ledger(config.ledger_path, config.cap)
     log.info("budget: rho %s left of %s", ledger.remaining(), config.cap)
     handler = TaskHandler(
@@ -118,6 +152,133 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup(args: argparse.Namespace) -> DataSetup:
+    """The data to read: a file given on the command line, or the configured source."""
+    if args.config is not None:
+        return setup_from_config(load_config(args.config), args.path, args.mapping)
+    if args.path is None:
+        raise ConfigError("command line", ["give a data file, or --config with a [data] section"])
+    share = DEFAULT_MAX_BAD_SHARE if args.max_bad_share is None else args.max_bad_share
+    return setup_from_file(args.path, args.mapping, args.country, share)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    setup = _setup(args)
+    if args.max_bad_share is not None:
+        setup = replace(setup, settings=replace(setup.settings, max_bad_share=args.max_bad_share))
+    checking = check_source(setup.source, setup.settings)
+    report = checking.report
+    text = report.format(max_rows=None if args.all else DEFAULT_ROWS_SHOWN)
+    if args.problems is not None and not report.problems.is_empty():
+        report.write_problems_csv(args.problems)
+        text += f"\nevery problem, one per line: {args.problems}"
+    if args.quarantine is not None and report.quarantined:
+        _write_private_csv(quarantined_rows(checking), args.quarantine)
+        text += (
+            f"\nquarantined rows as read (personal data: keep this file on your premises):"
+            f" {args.quarantine}"
+        )
+    print(text, file=sys.stdout if report.passed else sys.stderr)
+    return 0 if report.passed else 1
+
+
+def _write_private_csv(frame: pl.DataFrame, path: Path) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        frame.write_csv(fh)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    setup = _setup(args)
+    as_of = args.as_of or setup.as_of
+    loaded = load(setup.source, setup.settings, setup.geography, as_of)
+    title = args.title or (
+        f"Audience of {load_config(args.config).institution_id}"
+        if args.config is not None
+        else f"Audience in {Path(setup.source.display).name}"
+    )
+    out = write_report(loaded, args.out, title)
+    print(
+        f"wrote {out}: {loaded.table.rows:,} ticket lines, {loaded.features.customers:,}"
+        f" customers as of {loaded.features.as_of}. It holds exact numbers: keep it on your"
+        " premises."
+    )
+    if loaded.report.quarantined:
+        print(f"note: {loaded.report.quarantined:,} row(s) were quarantined (publiek-node check)")
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    data_path: Path = args.path
+    mapping_path: Path = args.mapping_out
+    config_path: Path = args.config_out
+    existing = [p for p in (mapping_path, config_path) if p.exists()]
+    if existing and not args.force:
+        names = ", ".join(str(p) for p in existing)
+        raise ConfigError("init", [f"{names} already exist(s): pass --force to replace"])
+    source = file_source(data_path)
+    try:
+        starter = starter_mapping(source, str(data_path))
+    except SourceError as err:
+        raise DataError(data_path, err.problems) from err
+    mapping_path.write_text(starter.mapping_toml, encoding="utf-8")
+    base = config_path.resolve().parent
+    config_path.write_text(
+        starter_config(_relative(data_path, base), _relative(mapping_path, base)),
+        encoding="utf-8",
+    )
+    print(f"looked at {data_path}:")
+    for line in starter.summary:
+        print(f"  {line}")
+    print(f"wrote {mapping_path} (how your export maps onto ticket_line; check every guess)")
+    print(f"wrote {config_path} (the node configuration; fill in identity and coordinator)")
+    print(f"next: publiek-node check {data_path} --mapping {mapping_path}")
+    return 0
+
+
+def _relative(path: Path, base: Path) -> str:
+    full = path.resolve()
+    try:
+        return str(full.relative_to(base))
+    except ValueError:
+        return str(full)
+
+
+def _data_arguments(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "path", type=Path, nargs="?", help="ticket export (CSV or Parquet); default: the config's"
+    )
+    cmd.add_argument("--mapping", type=Path, help="mapping file (TOML) for the export's columns")
+    cmd.add_argument("--config", type=Path, help="node configuration: data source, mapping, keys")
+    cmd.add_argument(
+        "--country", default="NL", help="country of rows without one (without --config)"
+    )
+    cmd.add_argument(
+        "--max-bad-share",
+        type=_share,
+        default=None,
+        metavar="X",
+        help="largest share of rows with problems that still passes (default 0.01)",
+    )
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date like 2024-12-31, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="publiek-node",
@@ -158,6 +319,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("example-config", help="print a commented configuration file")
     ex.set_defaults(func=lambda _args: print(EXAMPLE, end="") or 0)
+
+    init = sub.add_parser(
+        "init",
+        help="write a starter mapping and configuration by looking at an export",
+        description="Look at an export's header and first rows and write a commented mapping"
+        " (columns and house codes onto ticket_line) and a node configuration that uses it."
+        " Every guess is marked for you to check.",
+    )
+    init.add_argument("path", type=Path, help="your ticket export (CSV or Parquet)")
+    init.add_argument("--mapping-out", type=Path, default=Path("mapping.toml"), metavar="FILE")
+    init.add_argument("--config-out", type=Path, default=Path("node.toml"), metavar="FILE")
+    init.add_argument("--force", action="store_true", help="replace files that exist")
+    init.set_defaults(func=_cmd_init)
+
+    chk = sub.add_parser(
+        "check",
+        help="check an export: every problem at once, nothing sent anywhere",
+        description="Read and check your data the way the node will: exit 0 with a summary when"
+        " it can be used, 1 with every problem (file, row, column, reason) when it cannot.",
+    )
+    _data_arguments(chk)
+    chk.add_argument(
+        "--all", action="store_true", help="list every problem row (default: 20 a kind)"
+    )
+    chk.add_argument("--problems", type=Path, metavar="FILE", help="write every problem as CSV")
+    chk.add_argument(
+        "--quarantine",
+        type=Path,
+        metavar="FILE",
+        help="write the quarantined rows as read, with their problems (personal data: keep local)",
+    )
+    chk.set_defaults(func=_cmd_check)
+
+    rep = sub.add_parser(
+        "report",
+        help="write your own audience report (HTML, exact numbers, stays on your premises)",
+        description="Write a self-contained HTML report of your own audience from your own"
+        " data, with exact numbers. Nothing is sent anywhere and the file loads nothing.",
+    )
+    _data_arguments(rep)
+    rep.add_argument("--out", type=Path, required=True, metavar="FILE", help="the HTML file")
+    rep.add_argument("--as-of", type=_date, metavar="DATE", help="measure customers at this date")
+    rep.add_argument("--title", help="the report's title")
+    rep.set_defaults(func=_cmd_report)
     return parser
 
 
@@ -165,8 +370,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, DataError, LedgerError, TlsConfigError) as err:
+    except DataError as err:
+        if err.report is not None:
+            print(err.report.format(), file=sys.stderr)
+            return _fail("the data cannot be used (see above)")
         return _fail(str(err))
+    except (ConfigError, LedgerError, TlsConfigError) as err:
+        return _fail(str(err))
+    except OSError as err:
+        return _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
+    except Exception as err:  # our bug: one clear line, the detail only when asked for
+        if os.environ.get("PUBLIEK_DEBUG"):
+            raise
+        return _fail(
+            f"internal error ({type(err).__name__}: {err}). This is a bug in publiek-node;"
+            " please report it. PUBLIEK_DEBUG=1 shows the details.",
+            code=70,
+        )
     except KeyboardInterrupt:
         return int(ExitCode.STOPPED)
 

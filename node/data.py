@@ -1,58 +1,47 @@
-"""Reading an institution's ticket lines into the minimal table the queries need.
+"""Reading an institution's ticket lines into the minimal tables the node works with.
 
-Data minimisation starts at the reader: the customer id is turned into an opaque integer unit
-code, the postcode into a region key and the performance date into year and quarter, and the
-raw columns are dropped before anything else sees the table. Nothing the query engine holds
-could identify a person, which makes it hard for a later bug to leak one.
+Data minimisation starts at the reader: the customer id becomes an opaque integer unit code,
+the postcode a region and a 4-digit area, the birth date a year, the e-mail address a keyed
+match key (or nothing), and the raw columns are dropped before anything else sees the data.
+What the query engine holds (``TicketTable.frame``) could identify no one, which makes it hard
+for a later bug to leak a person.
+
+``load`` is the full path (any source, a mapping, validation with quarantine, features);
+``load_ticket_lines`` keeps the original one-argument form for a canonical CSV file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import polars as pl
 
-from node.geo import region_expr
-from protocols.vocabulary import (
-    CHANNELS,
-    DISCIPLINES,
-    ORDER_STATUSES,
-    PRICE_TYPES,
-    REQUIRED_COLUMNS,
-)
+from node.features import CustomerFeatures, default_as_of, derive_features
+from node.geo import Geography
+from node.ingest.matchkey import MatchKeys
+from node.ingest.pipeline import IngestSettings, ingest
+from node.ingest.problems import DataError, ValidationReport
+from node.ingest.sources import Source, file_source
 
-# Columns the query engine reads (the rest of a house export is never loaded).
-_USED = (
-    "ticket_id",
-    "order_id",
-    "customer_id",
-    "order_status",
-    "channel",
-    "performance_start",
-    "discipline",
-    "price_type",
-)
-_MAX_PROBLEMS_SHOWN = 10
-
-
-class DataError(Exception):
-    """The node's data cannot be used; ``problems`` lists every reason found."""
-
-    def __init__(self, source: Path, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        shown = problems[:_MAX_PROBLEMS_SHOWN]
-        more = len(problems) - len(shown)
-        text = f"{source}: {len(problems)} problem(s)\n  - " + "\n  - ".join(shown)
-        if more:
-            text += f"\n  ... and {more} more"
-        super().__init__(text)
+__all__ = [
+    "DataError",
+    "LoadedData",
+    "TicketTable",
+    "load",
+    "load_ticket_lines",
+    "ticket_table",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class TicketTable:
-    """One row per ticket: opaque unit code and public-vocabulary columns only."""
+    """One row per ticket: opaque unit code and public-vocabulary columns only.
+
+    Columns: unit (Int64), order_status, channel, discipline, price_type, year ("2024"),
+    quarter ("2024Q3"), region (a key of ``protocols.geography``).
+    """
 
     frame: pl.DataFrame
     source: Path
@@ -62,73 +51,55 @@ class TicketTable:
         return self.frame.height
 
 
-def _vocabulary_problems(df: pl.DataFrame, column: str, vocab: tuple[str, ...]) -> list[str]:
-    bad = df.filter(~pl.col(column).is_in(vocab)).select(column).unique().to_series().to_list()
-    if not bad:
-        return []
-    shown = ", ".join(repr(str(v)[:30]) for v in bad[:5])
-    return [f"column {column!r} has values outside the vocabulary: {shown}"]
+@dataclass(frozen=True, slots=True)
+class LoadedData:
+    table: TicketTable
+    features: CustomerFeatures
+    match_keys: MatchKeys | None  # in memory only; never in what queries read
+    report: ValidationReport
+    lines: pl.DataFrame  # minimised ticket lines, for local statistics and the local report
+
+
+def ticket_table(lines: pl.DataFrame, source: Path) -> TicketTable:
+    year = pl.col("performance_start").dt.year().cast(pl.String)
+    return TicketTable(
+        frame=lines.select(
+            "unit",
+            "order_status",
+            "channel",
+            "discipline",
+            "price_type",
+            year.alias("year"),
+            (year + pl.lit("Q") + pl.col("performance_start").dt.quarter().cast(pl.String)).alias(
+                "quarter"
+            ),
+            "region",
+        ),
+        source=source,
+    )
+
+
+def load(
+    source: Source,
+    settings: IngestSettings | None = None,
+    geography: Geography | None = None,
+    as_of: date | None = None,
+) -> LoadedData:
+    """Read, check, minimise and derive features; raises DataError when the check fails."""
+    settings = settings or IngestSettings()
+    ingested = ingest(source, settings)
+    when = as_of or default_as_of(ingested.lines, settings.today or date.today())
+    features = derive_features(ingested.lines, ingested.homes, geography or Geography(), when)
+    return LoadedData(
+        table=ticket_table(ingested.lines, Path(source.display)),
+        features=features,
+        match_keys=ingested.match_keys,
+        report=ingested.report,
+        lines=ingested.lines,
+    )
 
 
 def load_ticket_lines(path: Path, default_country: str = "NL") -> TicketTable:
-    """Read a canonical ``ticket_line`` CSV; raises DataError listing every problem found."""
-    if not path.is_file():
-        raise DataError(path, ["file not found"])
-    try:
-        header = pl.read_csv(path, n_rows=0, infer_schema=False)
-    except (pl.exceptions.PolarsError, OSError) as err:
-        raise DataError(path, [f"not a readable CSV file: {err}"]) from err
-    columns = set(header.columns)
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise DataError(path, [f"required column {c!r} is missing" for c in missing])
-    wanted = [*_USED, *(c for c in ("postcode", "country") if c in columns)]
-    try:
-        raw = pl.read_csv(path, columns=wanted, infer_schema=False)
-    except (pl.exceptions.PolarsError, OSError) as err:
-        raise DataError(path, [f"cannot read the file: {err}"]) from err
-
-    problems: list[str] = []
-    start = pl.col("performance_start").str.to_datetime(strict=False, time_zone=None)
-    df = raw.with_columns(start.alias("_start"))
-    unparsed = df.filter(pl.col("_start").is_null()).height
-    if unparsed:
-        problems.append(f"{unparsed} row(s) have a performance_start that is not an ISO date-time")
-    problems += _vocabulary_problems(df, "discipline", DISCIPLINES)
-    problems += _vocabulary_problems(df, "order_status", ORDER_STATUSES)
-    problems += _vocabulary_problems(df, "channel", CHANNELS)
-    problems += _vocabulary_problems(df, "price_type", PRICE_TYPES)
-    dup = df.height - df.select(pl.col("ticket_id").n_unique()).item()
-    if dup:
-        problems.append(f"{dup} duplicate ticket_id value(s)")
-    if problems:
-        raise DataError(path, problems)
-
-    country = (
-        pl.col("country").fill_null(default_country)
-        if "country" in columns
-        else pl.lit(default_country)
-    )
-    postcode = pl.col("postcode") if "postcode" in columns else pl.lit(None, dtype=pl.String)
-    # The privacy unit: the customer account, or the order for anonymous walk-ins (each order
-    # of an unknown buyer is counted as its own unit, the only safe reading of "no account").
-    unit_key = (
-        pl.when(pl.col("customer_id").is_null() | (pl.col("customer_id") == ""))
-        .then(pl.lit("order:") + pl.col("order_id"))
-        .otherwise(pl.lit("customer:") + pl.col("customer_id"))
-    )
-    frame = df.select(
-        unit_key.rank("dense").cast(pl.Int64).alias("unit"),
-        pl.col("order_status"),
-        pl.col("channel"),
-        pl.col("discipline"),
-        pl.col("price_type"),
-        pl.col("_start").dt.year().cast(pl.Utf8).alias("year"),
-        (
-            pl.col("_start").dt.year().cast(pl.Utf8)
-            + pl.lit("Q")
-            + pl.col("_start").dt.quarter().cast(pl.Utf8)
-        ).alias("quarter"),
-        region_expr(postcode, country).alias("region"),
-    )
-    return TicketTable(frame=frame, source=path)
+    """Read a canonical ``ticket_line`` file; raises DataError listing every problem found."""
+    ingested = ingest(file_source(path), IngestSettings(default_country=default_country))
+    return ticket_table(ingested.lines, path)

@@ -1,0 +1,254 @@
+"""Derived customer features: one row per privacy unit, every value publicly bounded.
+
+These are the inputs of local statistics, of the institution's own report and, later, of the
+federated k-means segmentation. Each feature is clipped to bounds fixed in this file (public,
+data-independent), so that a customer's contribution to any sum of features is bounded before
+noise is added, and each can be scaled to [0, 1] by its bounds alone.
+
+Only tickets that count (order status "paid", which includes complimentary tickets) make
+visits; a visit is a distinct (customer, performance) and a booking the tickets of one order for
+one performance (a subscription order of five performances is five bookings). Time-dependent
+features are measured at an "as of" date: by default the last performance in the data, or
+today if that is earlier (future bookings are not visits yet).
+
+| feature | meaning | bounds |
+|---|---|---|
+| frequency | visits in the 12 months up to the as-of date | 0 .. 24 |
+| recency_days | days from the last visit to the as-of date | 0 .. 1095 |
+| spend_eur | euros paid for tickets to performances in those 12 months | 0 .. 2000 |
+| mix_<discipline> | share of the customer's visits in each of the 15 disciplines | 0 .. 1 |
+| distance_km | mean distance from home to the venues visited | 0 .. 250 |
+| age | age in years at the as-of date | 0 .. 100 |
+| lead_time_days | mean days between booking and performance | 0 .. 180 |
+| group_size | mean tickets per booking | 1 .. 10 |
+| online_share | share of bookings made in the own web shop | 0 .. 1 |
+| discount_share | share of tickets at a price other than full | 0 .. 1 |
+
+Distance and age are unknown (null) where the home or the birth year is; their bands say
+"unknown". The bands (``distance_band``, ``age_band``) are the public key sets of statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from node.geo import DistanceSource, Geography, haversine_km
+from protocols.vocabulary import COUNTED_STATUSES, DISCIPLINES
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    name: str
+    low: float
+    high: float
+    description: str
+
+
+NUMERIC_FEATURES: Final[tuple[FeatureSpec, ...]] = (
+    FeatureSpec("frequency", 0, 24, "visits in the 12 months up to the as-of date"),
+    FeatureSpec("recency_days", 0, 1095, "days from the last visit to the as-of date"),
+    FeatureSpec("spend_eur", 0, 2000, "euros paid for visits in those 12 months"),
+    FeatureSpec("distance_km", 0, 250, "mean distance from home to the venues visited"),
+    FeatureSpec("age", 0, 100, "age in years at the as-of date"),
+    FeatureSpec("lead_time_days", 0, 180, "mean days between booking and performance"),
+    FeatureSpec("group_size", 1, 10, "mean tickets per booking"),
+    FeatureSpec("online_share", 0, 1, "share of bookings made in the own web shop"),
+    FeatureSpec("discount_share", 0, 1, "share of tickets at a price other than full"),
+)
+MIX_FEATURES: Final[tuple[FeatureSpec, ...]] = tuple(
+    FeatureSpec(f"mix_{d}", 0, 1, f"share of visits in {d}") for d in DISCIPLINES
+)
+ALL_FEATURES: Final[tuple[FeatureSpec, ...]] = (*NUMERIC_FEATURES, *MIX_FEATURES)
+_BOUNDS: Final[dict[str, tuple[float, float]]] = {f.name: (f.low, f.high) for f in ALL_FEATURES}
+
+# Public key sets of the two banded features (lower edge inclusive).
+DISTANCE_BANDS: Final[tuple[tuple[str, float], ...]] = (
+    ("0-5 km", 0),
+    ("5-15 km", 5),
+    ("15-30 km", 15),
+    ("30-60 km", 30),
+    ("60+ km", 60),
+)
+AGE_BANDS: Final[tuple[tuple[str, int], ...]] = (
+    ("0-17", 0),
+    ("18-34", 18),
+    ("35-49", 35),
+    ("50-64", 50),
+    ("65+", 65),
+)
+UNKNOWN_BAND: Final[str] = "unknown"
+DISTANCE_BAND_KEYS: Final[tuple[str, ...]] = (*(b for b, _ in DISTANCE_BANDS), UNKNOWN_BAND)
+AGE_BAND_KEYS: Final[tuple[str, ...]] = (*(b for b, _ in AGE_BANDS), UNKNOWN_BAND)
+_WINDOW: Final[timedelta] = timedelta(days=365)
+_ONLINE: Final[str] = "online_own"
+_FULL_PRICE: Final[str] = "full"
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerFeatures:
+    """``frame``: unit, has_account, home_region, visits, tickets, every feature, both bands."""
+
+    frame: pl.DataFrame
+    as_of: date
+    distance_source: DistanceSource | None
+    units_without_visits: int
+
+    @property
+    def customers(self) -> int:
+        return self.frame.height
+
+    def normalised(self) -> pl.DataFrame:
+        """Every feature scaled to [0, 1] by its public bounds (null where unknown)."""
+        return self.frame.select(
+            "unit",
+            *(((pl.col(f.name) - f.low) / (f.high - f.low)).alias(f.name) for f in ALL_FEATURES),
+        )
+
+    def segmentation_matrix(self) -> npt.NDArray[np.float64]:
+        """Rows of normalised features for k-means; unknown values at the public midpoint 0.5.
+
+        The midpoint depends on no one's data, so imputing it costs no privacy.
+        """
+        return self.normalised().drop("unit").fill_null(0.5).to_numpy().astype(np.float64)
+
+
+def _clip(expr: pl.Expr, name: str) -> pl.Expr:
+    low, high = _BOUNDS[name]
+    return expr.clip(low, high).alias(name)
+
+
+def _band(
+    value: pl.Expr, bands: tuple[tuple[str, float], ...] | tuple[tuple[str, int], ...]
+) -> pl.Expr:
+    expr: pl.Expr = pl.lit(UNKNOWN_BAND)
+    for label, low in bands:
+        expr = pl.when(value >= low).then(pl.lit(label)).otherwise(expr)
+    return pl.when(value.is_null()).then(pl.lit(UNKNOWN_BAND)).otherwise(expr)
+
+
+def default_as_of(lines: pl.DataFrame, today: date) -> date:
+    """The last counted performance, or today when that lies in the future."""
+    last = lines.filter(pl.col("order_status").is_in(COUNTED_STATUSES))["performance_start"].max()
+    if not isinstance(last, datetime):
+        return today
+    return min(last.date(), today)
+
+
+def derive_features(
+    lines: pl.DataFrame,
+    homes: pl.DataFrame,
+    geography: Geography,
+    as_of: date,
+) -> CustomerFeatures:
+    """Per-unit features from the minimised ticket lines and the units' reduced homes."""
+    end = datetime.combine(as_of, time.max)
+    start_12m = end - _WINDOW
+    counted = lines.filter(
+        pl.col("order_status").is_in(COUNTED_STATUSES) & (pl.col("performance_start") <= end)
+    ).with_columns(
+        ((pl.col("performance_start") - pl.col("order_datetime")).dt.total_seconds() / 86400.0)
+        .clip(0, None)
+        .alias("_lead"),
+        (pl.col("performance_start") > start_12m).alias("_recent"),
+    )
+
+    # One pass over the tickets: a booking is the tickets of one order for one performance.
+    bookings = counted.group_by("unit", "order", "performance").agg(
+        pl.len().alias("n"),
+        pl.col("price_paid_eur").sum().alias("paid"),
+        (pl.col("price_type") != _FULL_PRICE).sum().alias("discounted"),
+        pl.col("_lead").first(),
+        (pl.col("channel").first() == _ONLINE).alias("online"),
+        pl.col("performance_start").first(),
+        pl.col("discipline").first(),
+        pl.col("venue_id").first(),
+    )
+    recent = pl.col("performance_start") > start_12m
+    per_booking = bookings.group_by("unit").agg(
+        pl.col("n").sum().alias("tickets"),
+        pl.col("paid").filter(recent).sum().alias("_spend"),
+        (pl.col("discounted").sum() / pl.col("n").sum()).alias("_discount"),
+        pl.col("_lead").mean().alias("_lead_mean"),
+        pl.col("n").mean().alias("_group"),
+        pl.col("online").mean().alias("_online"),
+    )
+    visits = bookings.unique(["unit", "performance"], keep="any").select(
+        "unit", "performance_start", "discipline", "venue_id"
+    )
+    per_visit = visits.group_by("unit").agg(
+        pl.len().alias("visits"),
+        recent.sum().alias("_frequency"),
+        pl.col("performance_start").max().alias("_last"),
+        *((pl.col("discipline") == d).mean().alias(f"mix_{d}") for d in DISCIPLINES),
+    )
+    distance = _distances(visits, homes, geography)
+
+    frame = (
+        per_visit.join(per_booking, on="unit", how="left")
+        .join(
+            homes.select("unit", "has_account", "home_region", "birth_year"), on="unit", how="left"
+        )
+        .join(distance, on="unit", how="left")
+        .select(
+            "unit",
+            "has_account",
+            "home_region",
+            "visits",
+            "tickets",
+            _clip(pl.col("_frequency").cast(pl.Float64), "frequency"),
+            _clip(
+                ((pl.lit(end) - pl.col("_last")).dt.total_seconds() / 86400.0).floor(),
+                "recency_days",
+            ),
+            _clip(pl.col("_spend"), "spend_eur"),
+            _clip(pl.col("_distance"), "distance_km"),
+            _clip((as_of.year - pl.col("birth_year")).cast(pl.Float64), "age"),
+            _clip(pl.col("_lead_mean"), "lead_time_days"),
+            _clip(pl.col("_group"), "group_size"),
+            _clip(pl.col("_online"), "online_share"),
+            _clip(pl.col("_discount"), "discount_share"),
+            *(pl.col(f.name) for f in MIX_FEATURES),
+        )
+        .with_columns(
+            _band(pl.col("distance_km"), DISTANCE_BANDS).alias("distance_band"),
+            _band(pl.col("age"), AGE_BANDS).alias("age_band"),
+        )
+        .sort("unit")
+    )
+    all_units = lines["unit"].n_unique()
+    return CustomerFeatures(
+        frame=frame,
+        as_of=as_of,
+        distance_source=geography.distance_source,
+        units_without_visits=all_units - frame.height,
+    )
+
+
+def _distances(visits: pl.DataFrame, homes: pl.DataFrame, geography: Geography) -> pl.DataFrame:
+    """unit -> mean distance over its visits (null when home or venue location is unknown)."""
+    schema = {"unit": pl.Int64, "_distance": pl.Float64}
+    if geography.distance_source is None:
+        return pl.DataFrame(schema=schema)
+    per_venue = visits.group_by("unit", "venue_id").agg(pl.len().alias("n"))
+    located = geography.home_locations(
+        homes.select("unit", "home_country", "home_area", "home_region")
+    ).select("unit", "home_lat", "home_lon")
+    main = geography.location
+    venues = geography.venue_table()
+    joined = per_venue.join(located, on="unit", how="left").join(venues, on="venue_id", how="left")
+    venue_lat = pl.col("venue_lat").fill_null(main.lat if main else None)
+    venue_lon = pl.col("venue_lon").fill_null(main.lon if main else None)
+    km = haversine_km(pl.col("home_lat"), pl.col("home_lon"), venue_lat, venue_lon)
+    return (
+        joined.with_columns(km.alias("km"))
+        .filter(pl.col("km").is_not_null())
+        .group_by("unit")
+        .agg(((pl.col("km") * pl.col("n")).sum() / pl.col("n").sum()).alias("_distance"))
+        .cast(schema)  # type: ignore[arg-type]
+    )

@@ -1,0 +1,224 @@
+"""Reading an export end to end: source -> mapping -> checks -> minimised tables.
+
+What leaves this module, and what does not:
+
+* ``lines``: one row per usable ticket with an opaque ``unit`` code, opaque order and
+  performance codes, public-vocabulary columns, dates, price, venue and the region of the
+  buyer's home. No customer id, e-mail address, postcode or birth data.
+* ``homes``: one row per unit with the transient fields reduced as the domain notes say: the
+  4-digit postcode area (never the letters), the country, the region and the birth year (never
+  the date). Used to derive features (distance band, age band), then dropped by the caller.
+* ``match_keys``: HMAC of the e-mail address per unit, in memory, when a key is configured.
+* ``report``: every problem found, with the quarantined rows counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Final
+
+import polars as pl
+
+from node.geo import region_of_area_expr
+from node.ingest.mapping import Mapping
+from node.ingest.matchkey import MatchKeys, MatchKeySecret, derive_match_keys
+from node.ingest.problems import DataError, ValidationReport, problem_lines
+from node.ingest.sources import ROW, RawRows, Source, SourceError
+from node.ingest.validate import Checked, check_rows
+
+DEFAULT_MAX_BAD_SHARE: Final[float] = 0.01
+# Separate hash seeds keep customer and order codes apart: an anonymous walk-in is one unit
+# per order, and its code must not equal some customer's.
+_CUSTOMER_SEED: Final[int] = 0x5EED_C057
+_ORDER_SEED: Final[int] = 0x5EED_0D3E
+_PERFORMANCE_SEED: Final[int] = 0x5EED_9E4F
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    mapping: Mapping = field(default_factory=Mapping)
+    default_country: str = "NL"
+    max_bad_share: float = DEFAULT_MAX_BAD_SHARE
+    match_key: MatchKeySecret | None = None
+    today: date | None = None  # fixed in tests; the machine's date otherwise
+
+
+@dataclass(frozen=True, slots=True)
+class Checking:
+    """An export read and checked, before anything is derived from it."""
+
+    report: ValidationReport
+    checked: Checked | None = None  # None when the rows could not be read at all
+    raw: RawRows | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    report: ValidationReport
+    lines: pl.DataFrame
+    homes: pl.DataFrame
+    match_keys: MatchKeys | None
+
+
+def _codes(s: pl.Series, seed: int) -> pl.Series:
+    """Opaque 64-bit codes of a text column: equal text, equal code.
+
+    A keyed 64-bit hash rather than a dense numbering, because it costs one pass instead of a
+    sort or a dictionary. Two customers could share a code with probability about n^2 / 2^65
+    (3e-8 for a million customers); that would merge them into one privacy unit, which only
+    tightens the bound on each of them, never loosens it.
+    """
+    return s.hash(seed).reinterpret(signed=True)
+
+
+def check_source(source: Source, settings: IngestSettings) -> Checking:
+    """Read and check; never raises for a problem with the data (the report holds it)."""
+    mapping = settings.mapping
+    display = source.display
+    notices: list[str] = []
+    if mapping.origin:
+        notices.append(f"mapping: {mapping.origin}")
+    try:
+        header = source.header()
+    except SourceError as err:
+        return Checking(ValidationReport(display, file_errors=tuple(err.problems)))
+    resolved = mapping.resolve(header)
+    problems = resolved.problems(source.delimiter_hint)
+    if problems:
+        return Checking(
+            ValidationReport(display, file_errors=tuple(problems), notices=tuple(notices))
+        )
+    if resolved.unread:
+        shown = ", ".join(repr(c) for c in resolved.unread[:12])
+        more = f" and {len(resolved.unread) - 12} more" if len(resolved.unread) > 12 else ""
+        notices.append(f"column(s) not read (not needed): {shown}{more}")
+    try:
+        raw = source.read(resolved.sources)
+    except SourceError as err:
+        return Checking(
+            ValidationReport(display, file_errors=tuple(err.problems), notices=tuple(notices))
+        )
+    first = header[0] if header else None
+    first_fields = frozenset(f for f, c in resolved.sources.items() if c == first)
+    checked = check_rows(
+        raw, mapping, first_fields, settings.default_country, settings.today or date.today()
+    )
+    notices = [*raw.notices, *notices]
+    if settings.match_key is None and checked.typed["email"].is_not_null().any():
+        notices.append(
+            "no match key file ([matching] key_file): e-mail addresses were dropped without a"
+            " match key, so this node cannot take part in cross-institution reach statistics"
+        )
+    elif settings.match_key is not None:
+        notices += settings.match_key.warnings
+    report = ValidationReport(
+        source=display,
+        description=raw.description,
+        rows_read=checked.typed.height,
+        blank_rows=checked.blank_rows,
+        quarantined=int(checked.bad.sum()),
+        max_bad_share=settings.max_bad_share,
+        problems=checked.problems,
+        notices=tuple(notices),
+    )
+    return Checking(report, checked, raw)
+
+
+def minimise(
+    checked: Checked, settings: IngestSettings
+) -> tuple[pl.DataFrame, pl.DataFrame, MatchKeys | None]:
+    """(lines, homes, match keys): identifiers replaced by codes, transient fields reduced."""
+    good = checked.typed.filter(~checked.bad)
+    customer = _codes(good["customer_id"], _CUSTOMER_SEED)
+    order = _codes(good["order_id"], _ORDER_SEED)
+    good = good.with_columns(
+        pl.when(good["customer_id"].is_null()).then(order).otherwise(customer).alias("unit"),
+        order.alias("order"),
+        _codes(good["performance_id"], _PERFORMANCE_SEED).alias("performance"),
+        good["customer_id"].is_not_null().alias("has_account"),
+        region_of_area_expr(pl.col("home_area"), pl.col("country")).alias("region"),
+    )
+    match_keys = (
+        derive_match_keys(good["unit"], good["email"], settings.match_key)
+        if settings.match_key is not None
+        else None
+    )
+    # Each unit's home as of its latest order (an earlier one where that order has no postcode).
+    latest = pl.col("order_datetime").arg_max()
+    homes = (
+        good.group_by("unit")
+        .agg(
+            pl.col("has_account").first(),
+            pl.col("country").get(latest).alias("home_country"),
+            pl.col("home_area").get(latest).alias("_area_latest"),
+            pl.col("region").get(latest).alias("_region_latest"),
+            pl.col("home_area").drop_nulls().last().alias("_area_any"),
+            pl.col("country").filter(pl.col("home_area").is_not_null()).last().alias("_cc_any"),
+            pl.col("birth_year").drop_nulls().last(),
+        )
+        .with_columns(
+            pl.when(pl.col("_area_latest").is_null() & pl.col("_area_any").is_not_null())
+            .then(pl.col("_cc_any"))
+            .otherwise(pl.col("home_country"))
+            .alias("home_country"),
+            pl.coalesce("_area_latest", "_area_any").alias("home_area"),
+        )
+        .with_columns(
+            region_of_area_expr(pl.col("home_area"), pl.col("home_country")).alias("home_region")
+        )
+        .select("unit", "has_account", "home_country", "home_area", "home_region", "birth_year")
+        .sort("unit")
+    )
+    lines = good.select(
+        "unit",
+        "order",
+        "performance",
+        "order_status",
+        "channel",
+        "discipline",
+        "price_type",
+        "order_datetime",
+        "performance_start",
+        "price_paid_eur",
+        "venue_id",
+        "region",
+    )
+    return lines, homes, match_keys
+
+
+def ingest(source: Source, settings: IngestSettings) -> Ingested:
+    """Read, check and minimise; raises DataError (with the report) when the check fails."""
+    checking = check_source(source, settings)
+    report = checking.report
+    if not report.passed or checking.checked is None:
+        raise DataError(source.display, problem_lines(report), report)
+    lines, homes, match_keys = minimise(checking.checked, settings)
+    return Ingested(report=report, lines=lines, homes=homes, match_keys=match_keys)
+
+
+def quarantined_rows(checking: Checking) -> pl.DataFrame:
+    """The quarantined rows as read (canonical names) with their problems, for the operator."""
+    if checking.checked is None or checking.raw is None:
+        return pl.DataFrame()
+    bad_rows = checking.checked.typed.filter(checking.checked.bad).select(ROW)
+    reasons = (
+        checking.report.problems.filter(pl.col("severity") == "error")
+        .group_by("row")
+        .agg(
+            pl.format("{}: {}", "column", "message")
+            .sort_by("column")
+            .str.join("; ")
+            .alias("problems")
+        )
+        .rename({"row": ROW})
+    )
+    values = checking.raw.frame.select(pl.exclude("__first", "__extra")).with_columns(
+        pl.exclude(ROW).cast(pl.String)
+    )
+    return (
+        bad_rows.join(reasons, on=ROW, how="left")
+        .join(values, on=ROW, how="left")
+        .sort(ROW)
+        .rename({ROW: "row"})
+    )

@@ -1,0 +1,285 @@
+"""``publiek-node init``: a commented starter mapping, guessed from an export's header and codes.
+
+The guesses are suggestions for a person to check, never silent decisions: every guessed line
+says so, codes it cannot place are left commented out (so ``check`` reports them until someone
+decides), and columns that look forbidden are named with the reason, not quietly ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import polars as pl
+
+from node.ingest.forbidden import forbidden_reason
+from node.ingest.mapping import CODE_FIELDS, KNOWN_FIELDS, READ_FIELDS, norm_code
+from node.ingest.parse import DATETIME, ISO_DATETIME_FORMATS
+from node.ingest.sources import CsvFile, Source, SourceError, delimiter_name
+from protocols.vocabulary import REQUIRED_COLUMNS
+
+# Column names (lower case, letters and digits only) that usually hold a canonical field.
+SYNONYMS: Final[dict[str, tuple[str, ...]]] = {
+    "ticket_id": ("ticketid", "ticketnummer", "ticketnr", "ticket", "toegangsbewijs", "barcode"),
+    "order_id": (
+        "orderid", "ordernummer", "ordernr", "order", "bestelnummer", "bestelling",
+        "bestellingnummer", "transactienummer", "transactionid", "boekingsnummer",
+    ),
+    "customer_id": (
+        "customerid", "klantnummer", "klantnr", "klantid", "klant", "relatienummer",
+        "relatienr", "relatieid", "contactid", "accountid",
+    ),
+    "order_datetime": (
+        "orderdatetime", "besteldatum", "orderdatum", "bestelmoment", "verkoopdatum",
+        "aankoopdatum", "orderdate", "saledate", "transactiedatum", "datumbestelling",
+    ),
+    "order_status": ("orderstatus", "status", "bestelstatus"),
+    "channel": ("channel", "kanaal", "verkoopkanaal", "saleschannel", "verkooppunt"),
+    "performance_id": (
+        "performanceid", "voorstellingnummer", "voorstellingsnummer", "voorstellingid",
+        "eventid", "evenementid", "uitvoeringid", "activiteitid", "voorstelling",
+    ),
+    "performance_start": (
+        "performancestart", "aanvang", "aanvangstijd", "datumvoorstelling",
+        "voorstellingsdatum", "eventdate", "startdatum", "begintijd", "datumtijd",
+    ),
+    "venue_id": ("venueid", "zaal", "zaalid", "locatie", "locatieid", "venue", "podium"),
+    "discipline": ("discipline", "genre", "categorie", "category", "genrecode"),
+    "price_type": (
+        "pricetype", "prijstype", "tarief", "tariefsoort", "kortingstype", "prijssoort",
+    ),
+    "price_paid_eur": (
+        "pricepaideur", "prijs", "bedrag", "betaald", "prijsbetaald", "price", "amount",
+        "ticketprijs",
+    ),
+    "postcode": ("postcode", "postalcode", "zip", "zipcode", "pc"),
+    "country": ("country", "land", "landcode"),
+    "birth_year": ("birthyear", "geboortejaar"),
+    "birth_date": ("birthdate", "geboortedatum", "dateofbirth", "dob"),
+    "email": ("email", "emailadres", "mail", "emailaddress"),
+}  # fmt: skip
+
+# Words in a house code that suggest a canonical code (first match wins, in this order).
+CODE_HINTS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
+    "discipline": (
+        (r"musical|operette", "musical_operette"),
+        (r"opera|muziektheater", "opera_muziektheater"),
+        (r"cabaret|kleinkunst|comedy", "cabaret_kleinkunst"),
+        (r"toneel|theater|drama|theatre", "toneel"),
+        (r"dans|dance|ballet", "dans"),
+        (r"klassiek|classical|orkest|kamermuziek|symfon", "klassieke_muziek"),
+        (r"pop|rock|jazz|hiphop|wereld|urban|blues|concert", "populaire_muziek"),
+        (r"jeugd|familie|kinder|youth|family", "jeugd_familie"),
+        (r"amateur", "amateur"),
+        (r"film|cinema", "film"),
+        (r"museum|tentoonstelling|expositie|exhibition", "museum_tentoonstelling"),
+        (r"erfgoed|heritage", "erfgoed"),
+        (r"literatuur|lezing|debat|lecture|poëzie|poezie", "literatuur_lezing"),
+        (r"festival", "festival_multidisciplinair"),
+    ),
+    "price_type": (
+        (r"vrijkaart|gratis|complimentary|genodigde|free|vrij", "complimentary"),
+        (r"abonnement|serie|subscription|abo", "subscription"),
+        (r"cjp|jong|student|jeugd|kind|youth", "youth"),
+        (r"65\+|senior|ouder", "senior"),
+        (r"sociaal|stadspas|uitpas|ooievaarspas|minima|social", "social"),
+        (r"groep|group", "group"),
+        (r"vriend|member|lid|friend", "member_friend"),
+        (r"museumkaart|cineville|pass|pas", "pass_flat"),
+        (r"korting|actie|discount|last ?minute", "other_discount"),
+        (r"vol|normaal|regulier|full|standaard|standard", "full"),
+    ),
+    "order_status": (
+        (r"betaald|paid|voldaan", "paid"),
+        (r"retour|terugbetaald|refund", "refunded"),
+        (r"geannuleerd|annul|cancel", "cancelled"),
+        (r"omgeruild|omruil|exchange", "exchanged"),
+        (r"gereserveerd|reserv|onbetaald|unpaid", "reserved_unpaid"),
+    ),
+    "channel": (
+        (r"online|web|internet|site|shop", "online_own"),
+        (r"kassa|balie|box", "box_office"),
+        (r"telefoon|phone|tel", "phone"),
+        (r"school", "school"),
+        (r"groep|group", "group_sales"),
+        (r"reseller|wederverkoop|ticketmaster|eventim|voorverkoop|partner", "reseller"),
+        (r"pas|cjp|museumkaart|cineville", "partner_pass"),
+    ),
+}
+DAY_FIRST_FORMATS: Final[tuple[str, ...]] = (
+    "%d-%m-%Y %H:%M:%S",
+    "%d-%m-%Y %H:%M",
+    "%d-%m-%Y",
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%d/%m/%Y",
+    "%d.%m.%Y %H:%M",
+    "%d.%m.%Y",
+)
+SAMPLE_ROWS: Final[int] = 20_000
+MAX_CODES_LISTED: Final[int] = 200
+
+
+def _compact(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def guess_columns(header: Iterable[str]) -> dict[str, str]:
+    """Canonical field -> export column, by exact canonical name or a known synonym."""
+    guessed: dict[str, str] = {}
+    columns = list(header)
+    for fld in KNOWN_FIELDS:
+        wanted = {_compact(fld), *SYNONYMS.get(fld, ())}
+        for col in columns:
+            if _compact(col) in wanted and col not in guessed.values():
+                guessed[fld] = col
+                break
+    return guessed
+
+
+def guess_code(fld: str, value: str) -> str | None:
+    key = norm_code(value)
+    if key in CODE_FIELDS[fld]:
+        return key
+    for pattern, target in CODE_HINTS[fld]:
+        if re.search(pattern, key):
+            return target
+    return None
+
+
+def guess_datetime_format(values: pl.Series) -> str | None:
+    """None when ISO 8601 reads the values; else the day-first format that reads the most."""
+    sample = values.cast(pl.String).drop_nulls().str.strip_chars().head(500)
+    if sample.len() == 0:
+        return None
+
+    def hits(fmt: str) -> int:
+        return int(sample.str.strptime(DATETIME, fmt, strict=False).is_not_null().sum())
+
+    iso = max(hits(f) for f in ISO_DATETIME_FORMATS)
+    best = max(DAY_FIRST_FORMATS, key=hits)
+    return best if hits(best) > iso else None
+
+
+@dataclass(frozen=True, slots=True)
+class Starter:
+    mapping_toml: str
+    summary: list[str]
+
+
+def _toml_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def starter_mapping(source: Source, origin: str) -> Starter:
+    """A commented mapping for ``source`` and a few lines saying what was found."""
+    try:
+        header = source.header()
+    except SourceError as err:
+        raise SourceError([f"cannot look at {origin}: {p}" for p in err.problems]) from err
+    guessed = guess_columns(header)
+    forbidden = [(c, r) for c in header if c not in guessed.values() if (r := forbidden_reason(c))]
+    sample_fields = {
+        f: c
+        for f, c in guessed.items()
+        if f in CODE_FIELDS or f in ("order_datetime", "performance_start", "birth_date")
+    }
+    rows = source.read(sample_fields).frame.head(SAMPLE_ROWS) if sample_fields else None
+
+    out = [
+        f"# publiek mapping for {origin}",
+        "# Written by `publiek-node init` from the file's header and first rows. Every guess",
+        "# below is a suggestion: check it, then run `publiek-node check <file> --mapping",
+        "# <this file>` until it passes. See docs/node-data.md for the format.",
+        "",
+        "[source]",
+    ]
+    if isinstance(source, CsvFile):
+        enc = {"utf-8": "utf-8", "windows-1252": "windows-1252", "utf-16": "utf-16"}.get(
+            source.encoding, "auto"
+        )
+        out.append(f"encoding = {_toml_str(enc)}            # auto | utf-8 | windows-1252 | utf-16")
+        delim = "\\t" if source.delimiter == "\t" else source.delimiter
+        out.append(
+            f'delimiter = "{delim}"               # found {delimiter_name(source.delimiter)}'
+        )
+    if forbidden:
+        out.append("# These columns look like personal data the node never needs, and the node")
+        out.append("# refuses the export while they are in it. Best: leave them out of the export.")
+        out.append("# If one does not hold what its name suggests, list it here; it is never read:")
+        for col, why in forbidden:
+            out.append(f"#   {_toml_str(col)}: looks like {why}")
+        out.append("# ignore = [" + ", ".join(_toml_str(c) for c, _ in forbidden) + "]")
+    else:
+        out.append("ignore = []                     # columns the node must never read")
+
+    out += ["", "[columns]                       # canonical field = column in your export"]
+    missing_required: list[str] = []
+    for fld in READ_FIELDS:
+        if fld in guessed:
+            note = "" if _compact(guessed[fld]) == _compact(fld) else "   # guessed: check"
+            out.append(f"{fld} = {_toml_str(guessed[fld])}{note}")
+        elif fld in REQUIRED_COLUMNS:
+            missing_required.append(fld)
+            out.append(f'# {fld} = ""   # REQUIRED: which column? (or set it under [constants])')
+    read = {guessed[f] for f in READ_FIELDS if f in guessed}
+    unused = [c for c in header if c not in read and not forbidden_reason(c)]
+    if unused:
+        out.append("# Not mapped (never read): " + ", ".join(_toml_str(c) for c in unused))
+
+    out += [
+        "",
+        "[constants]                     # a field your export lacks, the same for every row",
+        '# venue_id = "main-hall"',
+        "",
+        "[formats]                       # strftime patterns; leave out for ISO 8601",
+    ]
+    fmt_note = '# datetime = "%d-%m-%Y %H:%M"'
+    if rows is not None:
+        for fld in ("performance_start", "order_datetime"):
+            if fld in rows.columns:
+                fmt = guess_datetime_format(rows[fld])
+                if fmt:
+                    fmt_note = f"datetime = {_toml_str(fmt)}        # guessed from {guessed[fld]!r}"
+                break
+        if "birth_date" in rows.columns:
+            bfmt = guess_datetime_format(rows["birth_date"])
+            if bfmt:
+                out.append(f"birth_date = {_toml_str(bfmt.split(' ')[0])}   # guessed: check")
+    out.append(fmt_note)
+
+    unplaced = 0
+    for fld in CODE_FIELDS:
+        if rows is None or fld not in rows.columns:
+            continue
+        values = rows[fld].cast(pl.String).drop_nulls().unique().sort().to_list()
+        if all(norm_code(v) in CODE_FIELDS[fld] for v in values):
+            continue
+        out += ["", f"[values.{fld}]   # your code = canonical code; one of: "]
+        out.append("#   " + ", ".join(CODE_FIELDS[fld]))
+        for value in values[:MAX_CODES_LISTED]:
+            target = guess_code(fld, value)
+            if target is None:
+                unplaced += 1
+                out.append(f'# {_toml_str(value)} = ""   # which {fld}?')
+            else:
+                note = "" if norm_code(value) == target else "   # guessed: check"
+                out.append(f"{_toml_str(value)} = {_toml_str(target)}{note}")
+        if len(values) > MAX_CODES_LISTED:
+            out.append(f"# ... {len(values) - MAX_CODES_LISTED} more codes not listed")
+    out.append("")
+
+    summary = [
+        f"{len(header)} columns; {len(guessed)} matched to ticket_line fields",
+    ]
+    if missing_required:
+        summary.append("required fields not found: " + ", ".join(missing_required))
+    if forbidden:
+        summary.append(
+            "columns that look forbidden: " + ", ".join(f"{c!r} ({w})" for c, w in forbidden)
+        )
+    if unplaced:
+        summary.append(f"{unplaced} house code(s) could not be placed: decide them in the mapping")
+    return Starter(mapping_toml="\n".join(out), summary=summary)
