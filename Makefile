@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	@echo "installing publiek and its pinned dependencies into $(VENV) (log: $(VENV)/install.log)"
 	@( $(PY) -m pip install --upgrade "pip>=24" \
-	  && $(PY) -m pip install -c constraints.txt -e '.[dev]' ) > $(VENV)/install.log 2>&1 \
+	  && $(PY) -m pip install -c constraints.txt -e '.[dev,flower]' ) > $(VENV)/install.log 2>&1 \
 	  || { tail -40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 

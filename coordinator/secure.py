@@ -93,6 +93,7 @@ class _Round:
         setup: SecAggSetup,
         verifier: PeerVerifier | None,
         progress: Progress | None,
+        measure_bytes: bool,
     ) -> None:
         self.transport = transport
         self.base = base
@@ -100,6 +101,7 @@ class _Round:
         self.setup = setup
         self.verifier = verifier
         self.progress = progress
+        self.measure_bytes = measure_bytes
         self.graph = graph.neighbours(round_id, list(setup.participants), setup.degree)
         self.dropped: dict[str, str] = {}
         self.sent: dict[str, int] = dict.fromkeys(setup.participants, 0)
@@ -120,8 +122,9 @@ class _Round:
     ) -> dict[str, SecAggReply]:
         started = time.perf_counter()
         tasks = {node: self._task(stage) for node, stage in requests.items()}
-        for node, task in tasks.items():
-            self.sent[node] += len(encode_coordinator_message(task))
+        if self.measure_bytes:  # costs one more encoding of every message: off by default
+            for node, task in tasks.items():
+                self.sent[node] += len(encode_coordinator_message(task))
         outcomes: list[NodeOutcome] = await collect(
             self.transport, tasks, self.progress, f"secure round, {name}"
         )
@@ -131,9 +134,10 @@ class _Round:
             if not isinstance(a, SecAggResponse):
                 self.dropped[o.institution_id] = f"{name}: {o.reason or 'no answer'}"
                 continue
-            self.received[o.institution_id] += len(
-                encode_node_message(TaskResult(self.base.task_id, a))
-            )
+            if self.measure_bytes:
+                self.received[o.institution_id] += len(
+                    encode_node_message(TaskResult(self.base.task_id, a))
+                )
             if a.round_id != self.round_id or not isinstance(a.stage, expect):
                 self.dropped[o.institution_id] = f"{name}: answered for another round or stage"
                 continue
@@ -154,13 +158,14 @@ async def run_secure_round(
     *,
     verifier: PeerVerifier | None = None,
     progress: Progress | None = None,
+    measure_bytes: bool = False,
 ) -> SecureRoundResult:
     """One round over ``participants``; ``base`` supplies the task id, run and timeout."""
     people = tuple(sorted(participants))
     # A fresh id per attempt: a node never confuses a new round with an old one of the task.
     round_id = f"{base.task_id}#{secrets.token_hex(6)}"
     setup = SecAggSetup(query, people, params.n_min, params.degree, params.threshold)
-    r = _Round(transport, base, round_id, setup, verifier, progress)
+    r = _Round(transport, base, round_id, setup, verifier, progress, measure_bytes)
     n_cells = query.n_cells
 
     # 1. Keys.
@@ -279,7 +284,8 @@ async def run_secure_round(
         if v in masked:
             continue
         private = _reconstruct(key_shares.get(v, []), t, v, "mask key", charged)
-        if keys.KeyPair.from_private(private).public != advertised[v].mask_key:
+        dropped_keys = keys.KeyPair.from_private(private)
+        if dropped_keys.public != advertised[v].mask_key:
             raise SecureRoundFailed(
                 f"the mask key of {v} rebuilt from shares does not match its public key;"
                 " nothing released",
@@ -287,7 +293,7 @@ async def run_secure_round(
             )
         for u in u3:
             if v in masked[u].masked_with:
-                seed = keys.mask_seed(private, advertised[u].mask_key, round_id, v, u)
+                seed = keys.mask_seed(dropped_keys.shared(advertised[u].mask_key), round_id, v, u)
                 pair = prg.mask_vector(seed, n_cells)
                 total = total - pair if u < v else total + pair
     return SecureRoundResult(

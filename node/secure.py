@@ -22,11 +22,10 @@ different content is refused. The checks that make a dishonest coordinator fail:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +50,7 @@ from protocols.secagg import (
     SecAggRequest,
     SecAggSetup,
     SecAggShareKeys,
+    SecAggStage,
     SecAggUnmask,
     SignedKeys,
     keys_statement,
@@ -88,28 +88,20 @@ class _Round:
     round_id: str
     setup: SecAggSetup
     me: str
-    neighbours: list[str]
-    graph: dict[str, list[str]]
+    neighbours: tuple[str, ...]
+    graph: Mapping[str, tuple[str, ...]]
     enc: keys.KeyPair
     mask: keys.KeyPair
     self_seed: bytes
     started: float = field(default_factory=time.monotonic)
     done: int = -1  # index of the last stage answered
-    replies: dict[int, tuple[bytes, SecAggReply]] = field(default_factory=dict)
+    replies: dict[int, tuple[SecAggStage, SecAggReply]] = field(default_factory=dict)
     peers: dict[str, SignedKeys] = field(default_factory=dict)  # verified neighbours' keys
     channel_secrets: dict[str, bytes] = field(default_factory=dict)  # per peer, both directions
     holders: list[str] = field(default_factory=list)  # neighbours I gave shares to
     received: dict[str, tuple[shamir.Share, shamir.Share]] = field(default_factory=dict)
     masked_with: list[str] = field(default_factory=list)
     signed: tuple[str, ...] | None = None
-
-
-def _digest(request: SecAggRequest) -> bytes:
-    # Stages are compared by a digest of their canonical encoding (imported lazily: serde
-    # imports this package's messages, not this module).
-    from protocols.serde import secagg_request_bytes
-
-    return hashlib.sha256(secagg_request_bytes(request)).digest()
 
 
 class SecAggClient:
@@ -131,7 +123,6 @@ class SecAggClient:
         with self._lock:
             self._expire()
             index = request.index
-            digest = _digest(request)
             state = self._rounds.get(request.round_id)
             if state is None:
                 if not isinstance(request.stage, SecAggSetup):
@@ -145,8 +136,8 @@ class SecAggClient:
                 self._rounds[request.round_id] = state
             name = STAGE_NAMES[type(request.stage)]
             if index <= state.done:
-                cached_digest, reply = state.replies[index]
-                if cached_digest == digest:
+                answered, reply = state.replies[index]
+                if answered == request.stage:  # frozen values: equal content, equal request
                     return reply  # a retry: the same answer, nothing new revealed
                 raise SecAggRefused(
                     f"the {name} stage of round {request.round_id} was already answered and is"
@@ -159,7 +150,7 @@ class SecAggClient:
                 )
             reply = self._answer(state, request)
             state.done = index
-            state.replies[index] = (digest, reply)
+            state.replies[index] = (request.stage, reply)
             if isinstance(request.stage, SecAggUnmask):
                 # Keep only the cached reply: the secrets of a finished round are dropped.
                 state.self_seed = b""
@@ -274,7 +265,7 @@ class SecAggClient:
                 + seed_shares[p].to_bytes()
                 + key_shares[p].to_bytes()
             )
-            shared = keys.shared_secret(state.enc.private, state.peers[v].encryption_key)
+            shared = state.enc.shared(state.peers[v].encryption_key)
             state.channel_secrets[v] = shared
             key = keys.channel_key(shared, state.round_id, self.me, v)
             out.append(
@@ -333,7 +324,7 @@ class SecAggClient:
         masked = ring.to_ring(contribution.values) + prg.mask_vector(state.self_seed, n)
         for v in expected:
             seed = keys.mask_seed(
-                state.mask.private, state.peers[v].mask_key, state.round_id, self.me, v
+                state.mask.shared(state.peers[v].mask_key), state.round_id, self.me, v
             )
             pair = prg.mask_vector(seed, n)
             masked = masked + pair if self.me < v else masked - pair
@@ -384,7 +375,7 @@ class SecAggClient:
             for sig in stage.signatures
             if sig.institution_id in stage.survivors
         }
-        valid: set[str] = set()
+        valid: set[str] = {self.me}  # this node signed exactly this set (checked above)
         invalid: set[str] = set()
 
         def confirmed(signer: str) -> bool:

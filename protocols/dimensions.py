@@ -7,6 +7,7 @@ person is in an institution's data.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -59,10 +60,16 @@ PUBLIC_DIMENSIONS: Final[dict[str, DimensionSpec]] = {
 
 def dimension_problems(name: str, keys: tuple[str, ...]) -> list[str]:
     """Everything wrong with a dimension and its key set (empty when it is fine)."""
+    return list(_dimension_problems(name, keys))
+
+
+@functools.lru_cache(maxsize=256)
+def _dimension_problems(name: str, keys: tuple[str, ...]) -> tuple[str, ...]:
+    # Key sets repeat across every task of a plan (and every stage of a round): check once.
     spec = PUBLIC_DIMENSIONS.get(name)
     if spec is None:
         known = ", ".join(sorted(PUBLIC_DIMENSIONS))
-        return [f"unknown dimension {name[:40]!r} (known: {known})"]
+        return (f"unknown dimension {name[:40]!r} (known: {known})",)
     problems = []
     if not keys:
         problems.append(f"dimension {name!r} has no keys")
@@ -77,7 +84,7 @@ def dimension_problems(name: str, keys: tuple[str, ...]) -> list[str]:
         shown = ", ".join(repr(k[:40]) for k in bad[:5])
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         problems.append(f"dimension {name!r} has keys outside its public vocabulary: {shown}{more}")
-    return problems
+    return tuple(problems)
 
 
 def public_keys(name: str, first_year: int, last_year: int) -> tuple[str, ...]:

@@ -68,6 +68,15 @@ class Signer:
         return self.key.sign(message)
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A certificate that passed the CA check once, with what verification needs from it."""
+
+    cert: x509.Certificate
+    name: str | None
+    public_key: object
+
+
 @dataclass
 class PeerVerifier:
     """Checks peers' certificates against the sector CA and their signatures; caches certs."""
@@ -75,7 +84,7 @@ class PeerVerifier:
     ca_pem: bytes
     clock: dt.datetime | None = None
     _ca: x509.Certificate = field(init=False)
-    _known: dict[bytes, x509.Certificate] = field(init=False, default_factory=dict)
+    _known: dict[bytes, _Checked] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._ca = x509.load_pem_x509_certificate(self.ca_pem)
@@ -85,8 +94,11 @@ class PeerVerifier:
         return cls(ca.read_bytes())
 
     def certificate(self, cert_pem: bytes, institution_id: str) -> x509.Certificate:
-        cert = self._known.get(cert_pem)
-        if cert is None:
+        return self._checked(cert_pem, institution_id).cert
+
+    def _checked(self, cert_pem: bytes, institution_id: str) -> _Checked:
+        checked = self._known.get(cert_pem)
+        if checked is None:
             try:
                 cert = x509.load_pem_x509_certificate(cert_pem)
             except ValueError as err:
@@ -100,17 +112,18 @@ class PeerVerifier:
             now = self.clock or dt.datetime.now(dt.UTC)
             if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
                 raise IdentityError(f"the certificate of {institution_id} is not valid now")
-            self._known[cert_pem] = cert
-        if common_name(cert) != institution_id:
+            checked = _Checked(cert, common_name(cert), cert.public_key())
+            self._known[cert_pem] = checked
+        if checked.name != institution_id:
             raise IdentityError(
-                f"a certificate for {common_name(cert)!r} was presented as {institution_id!r}"
+                f"a certificate for {checked.name!r} was presented as {institution_id!r}"
             )
-        return cert
+        return checked
 
     def verify(
         self, cert_pem: bytes, institution_id: str, message: bytes, signature: bytes
     ) -> None:
-        public = self.certificate(cert_pem, institution_id).public_key()
+        public = self._checked(cert_pem, institution_id).public_key
         try:
             if isinstance(public, ec.EllipticCurvePublicKey):
                 public.verify(signature, message, ec.ECDSA(hashes.SHA256()))

@@ -8,7 +8,9 @@ node's round state machine in ``node/secure.py``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,11 +32,20 @@ def _bad(message: str) -> MalformedMessage:
 def _check_ids(kind: str, ids: tuple[str, ...], *, sorted_unique: bool = True) -> None:
     if len(ids) > MAX_PARTICIPANTS:
         raise _bad(f"{kind} lists more than {MAX_PARTICIPANTS} institutions")
+    problem = _id_list_problem(ids, sorted_unique)
+    if problem:
+        raise _bad(f"{kind} {problem}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _id_list_problem(ids: tuple[str, ...], sorted_unique: bool) -> str | None:
+    # The same participant and survivor lists arrive at every node of a round: check each once.
     for i in ids:
         if not i or len(i) > MAX_ID_CHARS or not i.isprintable():
-            raise _bad(f"{kind} contains an invalid institution id")
-    if sorted_unique and list(ids) != sorted(set(ids)):
-        raise _bad(f"{kind} must be sorted and without repeats")
+            return "contains an invalid institution id"
+    if sorted_unique and any(a >= b for a, b in itertools.pairwise(ids)):
+        return "must be sorted and without repeats"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +211,7 @@ def self_mask_commitment(round_id: str, institution_id: str, seed: bytes) -> byt
     return hashlib.sha256(statement("secagg/self-mask", round_id, institution_id, seed)).digest()
 
 
+@functools.lru_cache(maxsize=256)
 def survivors_statement(round_id: str, survivors: tuple[str, ...]) -> bytes:
     return statement("secagg/survivors", round_id, *survivors)
 

@@ -96,7 +96,10 @@ def make_federation(tmp: Path, n: int, length: int = 15, seed: int = 0) -> Feder
 
 
 def run(
-    fed: Federation, params: SecureParams | None = None, timeout_ms: int = 2000
+    fed: Federation,
+    params: SecureParams | None = None,
+    timeout_ms: int = 2000,
+    measure_bytes: bool = False,
 ) -> SecureRoundResult:
     assert fed.transport is not None
     ids = sorted(fed.vectors)
@@ -111,5 +114,6 @@ def run(
             ids,
             p,
             verifier=PeerVerifier(fed.pki.ca.read_bytes()),
+            measure_bytes=measure_bytes,
         )
     )

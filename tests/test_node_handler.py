@@ -45,7 +45,7 @@ def task(task_id: str = "run/s1", **kw: object) -> Task:
 def test_answer_is_noisy_bounded_counts_and_is_charged(handler: TaskHandler) -> None:
     result = handler.handle(task(), "coord")
     assert isinstance(result.outcome, HistogramAnswer)
-    truth = bounded_counts(handler.table, task().spec, "theatre")
+    truth = bounded_counts(handler.table, s1_query(), "theatre")
     noise = np.array(result.outcome.values) - truth
     # sigma = 16 / sqrt(0.2) = 35.8; 60 cells all within 6 sigma fails with probability < 1e-7.
     assert result.outcome.noise_scale == pytest.approx(16 / 0.2**0.5, rel=1e-9)
@@ -57,7 +57,7 @@ def test_answer_is_noisy_bounded_counts_and_is_charged(handler: TaskHandler) -> 
 
 
 def test_refunded_tickets_do_not_count(handler: TaskHandler) -> None:
-    truth = bounded_counts(handler.table, task().spec, "theatre")
+    truth = bounded_counts(handler.table, s1_query(), "theatre")
     assert truth.sum() == 360  # 400 tickets, every tenth refunded; each customer under the bounds
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -106,7 +107,8 @@ def test_our_composition_agrees_with_opendps() -> None:
     rhos = [Rho.parse("0.1"), Rho.parse("0.05"), Rho.parse("0.3")]
     sens = 90.5
     measurements = [DiscreteGaussian.for_budget(sens, r)._measurement() for r in rhos]
-    opendp_total = dp.c.make_composition(measurements).map(sens)
+    composition: Any = dp.c.make_composition(measurements)
+    opendp_total = composition.map(sens)
     assert compose(rhos) == Rho.parse("0.45")
     assert opendp_total == pytest.approx(0.45, rel=1e-9)
     assert opendp_total <= 0.45 + 1e-12  # each part was calibrated not to exceed its share

@@ -39,6 +39,4 @@ def open_sealed(key: bytes, round_id: str, sender: str, recipient: str, sealed: 
             sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], _aad(round_id, sender, recipient)
         )
     except InvalidTag as err:
-        raise ChannelError(
-            f"the shares from {sender} to {recipient} do not authenticate"
-        ) from err
+        raise ChannelError(f"the shares from {sender} to {recipient} do not authenticate") from err

@@ -13,8 +13,11 @@ anyone's neighbourhood.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 
 def default_degree(n: int) -> int:
@@ -31,21 +34,32 @@ def default_threshold(degree: int) -> int:
     return degree // 2 + 1
 
 
-def _ordering(round_id: str, participants: list[str]) -> list[str]:
+def _ordering(round_id: str, participants: Sequence[str]) -> list[str]:
     def key(p: str) -> bytes:
         return hashlib.sha256(f"publiek-secagg-v1/order\x00{round_id}\x00{p}".encode()).digest()
 
     return sorted(participants, key=key)
 
 
-def neighbours(round_id: str, participants: list[str], degree: int) -> dict[str, list[str]]:
-    """Each participant's neighbours (sorted); symmetric, no self-loops."""
+def neighbours(
+    round_id: str, participants: Sequence[str], degree: int
+) -> Mapping[str, tuple[str, ...]]:
+    """Each participant's neighbours (sorted); symmetric, no self-loops. Read-only."""
     people = sorted(set(participants))
     if len(people) != len(participants):
         raise ValueError("participants must be distinct")
+    return _neighbours(round_id, tuple(people), degree)
+
+
+@functools.lru_cache(maxsize=64)
+def _neighbours(
+    round_id: str, people: tuple[str, ...], degree: int
+) -> Mapping[str, tuple[str, ...]]:
+    # Every party of a round computes the same graph; in one process (tests, simulations)
+    # it is computed once.
     n = len(people)
     if degree >= n - 1:
-        return {p: [q for q in people if q != p] for p in people}
+        return MappingProxyType({p: tuple(q for q in people if q != p) for p in people})
     if degree < 2 or (degree % 2 and n % 2):
         raise ValueError(
             f"degree must be at least 2, and even when n is odd (or n-1); got {degree} for n={n}"
@@ -62,4 +76,4 @@ def neighbours(round_id: str, participants: list[str], degree: int) -> dict[str,
             q = ring[(i + n // 2) % n]
             out[p].add(q)
             out[q].add(p)
-    return {p: sorted(qs) for p, qs in out.items()}
+    return MappingProxyType({p: tuple(sorted(qs)) for p, qs in out.items()})

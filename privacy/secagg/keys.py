@@ -8,7 +8,7 @@ round and one pair, in one direction where that matters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -18,9 +18,7 @@ KEY_BYTES = 32
 
 
 def _raw_public(key: X25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def _raw_private(key: X25519PrivateKey) -> bytes:
@@ -35,16 +33,24 @@ def _raw_private(key: X25519PrivateKey) -> bytes:
 class KeyPair:
     private: bytes  # raw 32 bytes; Shamir-shared for dropout recovery (the mask key only)
     public: bytes
+    key: X25519PrivateKey = field(repr=False, compare=False)
 
     @classmethod
     def generate(cls) -> KeyPair:
         key = X25519PrivateKey.generate()  # OS CSPRNG
-        return cls(private=_raw_private(key), public=_raw_public(key))
+        return cls(private=_raw_private(key), public=_raw_public(key), key=key)
 
     @classmethod
     def from_private(cls, private: bytes) -> KeyPair:
         key = X25519PrivateKey.from_private_bytes(private)
-        return cls(private=private, public=_raw_public(key))
+        return cls(private=private, public=_raw_public(key), key=key)
+
+    def shared(self, peer_public: bytes) -> bytes:
+        """The raw X25519 secret with a peer; only ever used as HKDF input."""
+        secret = self.key.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        if secret == b"\x00" * KEY_BYTES:  # a low-order peer key: never derive from zeros
+            raise ValueError("X25519 agreement produced the all-zero secret")
+        return secret
 
 
 def public_key_problem(public: bytes) -> str | None:
@@ -62,19 +68,9 @@ def _hkdf(secret: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(secret)
 
 
-def shared_secret(private: bytes, peer_public: bytes) -> bytes:
-    """The raw X25519 secret of two key pairs; only ever used as HKDF input."""
-    shared = X25519PrivateKey.from_private_bytes(private).exchange(
-        X25519PublicKey.from_public_bytes(peer_public)
-    )
-    if shared == b"\x00" * KEY_BYTES:  # a low-order peer key: refuse, never derive from zeros
-        raise ValueError("X25519 agreement produced the all-zero secret")
-    return shared
-
-
 def agree(private: bytes, peer_public: bytes, info: bytes) -> bytes:
     """A 32-byte key shared by the two holders of these key pairs, bound to ``info``."""
-    return _hkdf(shared_secret(private, peer_public), info)
+    return _hkdf(KeyPair.from_private(private).shared(peer_public), info)
 
 
 def _info(kind: bytes, round_id: str, a: str, b: str) -> bytes:
@@ -82,10 +78,13 @@ def _info(kind: bytes, round_id: str, a: str, b: str) -> bytes:
     return b"publiek-secagg-v1/" + b"".join(len(p).to_bytes(2, "big") + p for p in parts)
 
 
-def mask_seed(private: bytes, peer_public: bytes, round_id: str, me: str, peer: str) -> bytes:
-    """The pairwise mask seed of two nodes in one round (symmetric in the pair)."""
+def mask_seed(shared: bytes, round_id: str, me: str, peer: str) -> bytes:
+    """The pairwise mask seed of two nodes in one round (symmetric in the pair).
+
+    ``shared`` is ``KeyPair.shared`` of the two nodes' mask key pairs.
+    """
     low, high = sorted((me, peer))
-    return agree(private, peer_public, _info(b"mask", round_id, low, high))
+    return _hkdf(shared, _info(b"mask", round_id, low, high))
 
 
 def channel_key(shared: bytes, round_id: str, sender: str, recipient: str) -> bytes:
