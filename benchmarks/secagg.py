@@ -164,7 +164,9 @@ def _protocol_federation(n: int, length: int, work: Path) -> _Fed:
         clients[i] = client
         handlers[i] = functools.partial(_answer, client)
     certificates = {i: pki.nodes[i].cert.read_bytes() for i in ids}
-    return _Fed(InProcessTransport(handlers), ids, clients, certificates)
+    # Nodes run one after the other on this thread, as Flower's in-process Grid runs its
+    # ClientApps: with the GIL held by the cryptography, threads would only add switching.
+    return _Fed(InProcessTransport(handlers, concurrent=False), ids, clients, certificates)
 
 
 def _answer(client: SecAggClient, task: Task) -> TaskResult:
