@@ -12,6 +12,7 @@ for a later bug to leak a person.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -20,7 +21,7 @@ import polars as pl
 
 from node.features import CustomerFeatures, default_as_of, derive_features
 from node.geo import Geography
-from node.ingest.matchkey import MatchKeys
+from node.ingest.matchkey import MatchKeys, derive_match_keys
 from node.ingest.pipeline import IngestSettings, ingest
 from node.ingest.problems import DataError, ValidationReport
 from node.ingest.sources import Source, file_source
@@ -61,7 +62,11 @@ class LoadedData:
 
 
 def ticket_table(lines: pl.DataFrame, source: Path) -> TicketTable:
-    year = pl.col("performance_start").dt.year().cast(pl.String)
+    # Year and quarter as text: built for the few distinct quarters, then looked up per row.
+    yq = pl.col("performance_start").dt.year() * 10 + pl.col("performance_start").dt.quarter()
+    distinct = lines.select(yq.unique().drop_nulls().alias("k"))["k"].to_list()
+    years = {k: str(k // 10) for k in distinct}
+    quarters = {k: f"{k // 10}Q{k % 10}" for k in distinct}
     return TicketTable(
         frame=lines.select(
             "unit",
@@ -69,10 +74,8 @@ def ticket_table(lines: pl.DataFrame, source: Path) -> TicketTable:
             "channel",
             "discipline",
             "price_type",
-            year.alias("year"),
-            (year + pl.lit("Q") + pl.col("performance_start").dt.quarter().cast(pl.String)).alias(
-                "quarter"
-            ),
+            yq.replace_strict(years, return_dtype=pl.String).alias("year"),
+            yq.replace_strict(quarters, return_dtype=pl.String).alias("quarter"),
             "region",
         ),
         source=source,
@@ -89,11 +92,25 @@ def load(
     settings = settings or IngestSettings()
     ingested = ingest(source, settings)
     when = as_of or default_as_of(ingested.lines, settings.today or date.today())
-    features = derive_features(ingested.lines, ingested.homes, geography or Geography(), when)
+    # The HMACs run in Python while polars derives the features with the GIL released: the
+    # two overlap instead of adding up.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="match-keys") as pool:
+        pending = (
+            pool.submit(
+                derive_match_keys,
+                ingested.addresses["unit"],
+                ingested.addresses["email"],
+                settings.match_key,
+            )
+            if ingested.addresses is not None and settings.match_key is not None
+            else None
+        )
+        features = derive_features(ingested.lines, ingested.homes, geography or Geography(), when)
+        match_keys = pending.result() if pending is not None else None
     return LoadedData(
         table=ticket_table(ingested.lines, Path(source.display)),
         features=features,
-        match_keys=ingested.match_keys,
+        match_keys=match_keys,
         report=ingested.report,
         lines=ingested.lines,
     )

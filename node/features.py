@@ -134,7 +134,9 @@ def _band(
 
 def default_as_of(lines: pl.DataFrame, today: date) -> date:
     """The last counted performance, or today when that lies in the future."""
-    last = lines.filter(pl.col("order_status").is_in(COUNTED_STATUSES))["performance_start"].max()
+    last = lines.select(
+        pl.col("performance_start").filter(pl.col("order_status").is_in(COUNTED_STATUSES)).max()
+    ).item()
     if not isinstance(last, datetime):
         return today
     return min(last.date(), today)
@@ -149,52 +151,60 @@ def derive_features(
     """Per-unit features from the minimised ticket lines and the units' reduced homes."""
     end = datetime.combine(as_of, time.max)
     start_12m = end - _WINDOW
-    counted = lines.filter(
-        pl.col("order_status").is_in(COUNTED_STATUSES) & (pl.col("performance_start") <= end)
-    ).with_columns(
-        ((pl.col("performance_start") - pl.col("order_datetime")).dt.total_seconds() / 86400.0)
-        .clip(0, None)
-        .alias("_lead"),
-        (pl.col("performance_start") > start_12m).alias("_recent"),
+    # One lazy query, collected once: polars reads only the columns each branch needs and runs
+    # the branches (per booking, per visit, distances) side by side.
+    counted = (
+        lines.lazy()
+        .filter(
+            pl.col("order_status").is_in(COUNTED_STATUSES) & (pl.col("performance_start") <= end)
+        )
+        .with_columns(
+            ((pl.col("performance_start") - pl.col("order_datetime")).dt.total_seconds() / 86400.0)
+            .clip(0, None)
+            .alias("_lead"),
+        )
     )
 
-    # One pass over the tickets: a booking is the tickets of one order for one performance.
-    bookings = counted.group_by("unit", "order", "performance").agg(
+    # Three aggregations, each on a smaller table: tickets -> bookings (the tickets of one order
+    # for one performance) -> visits (a customer at a performance) -> customers.
+    bookings = counted.group_by("order", "performance").agg(
+        pl.col("unit").first(),  # an order belongs to one unit
         pl.len().alias("n"),
         pl.col("price_paid_eur").sum().alias("paid"),
         (pl.col("price_type") != _FULL_PRICE).sum().alias("discounted"),
         pl.col("_lead").first(),
-        (pl.col("channel").first() == _ONLINE).alias("online"),
+        (pl.col("channel").first() == _ONLINE).cast(pl.UInt32).alias("online"),
         pl.col("performance_start").first(),
         pl.col("discipline").first(),
         pl.col("venue_id").first(),
     )
+    visits = bookings.group_by("unit", "performance").agg(
+        pl.len().alias("bookings"),
+        pl.col("n", "paid", "discounted", "_lead", "online").sum(),
+        pl.col("performance_start", "discipline", "venue_id").first(),
+    )
+    visits = _with_distance(visits, homes, geography)
     recent = pl.col("performance_start") > start_12m
-    per_booking = bookings.group_by("unit").agg(
-        pl.col("n").sum().alias("tickets"),
-        pl.col("paid").filter(recent).sum().alias("_spend"),
-        (pl.col("discounted").sum() / pl.col("n").sum()).alias("_discount"),
-        pl.col("_lead").mean().alias("_lead_mean"),
-        pl.col("n").mean().alias("_group"),
-        pl.col("online").mean().alias("_online"),
-    )
-    visits = bookings.unique(["unit", "performance"], keep="any").select(
-        "unit", "performance_start", "discipline", "venue_id"
-    )
-    per_visit = visits.group_by("unit").agg(
+    per_unit = visits.group_by("unit").agg(
         pl.len().alias("visits"),
+        pl.col("n").sum().alias("tickets"),
         recent.sum().alias("_frequency"),
         pl.col("performance_start").max().alias("_last"),
+        pl.col("paid").filter(recent).sum().alias("_spend"),
+        (pl.col("discounted").sum() / pl.col("n").sum()).alias("_discount"),
+        (pl.col("_lead").sum() / pl.col("bookings").sum()).alias("_lead_mean"),
+        (pl.col("n").sum() / pl.col("bookings").sum()).alias("_group"),
+        (pl.col("online").sum() / pl.col("bookings").sum()).alias("_online"),
+        pl.col("km").mean().alias("_distance"),
         *((pl.col("discipline") == d).mean().alias(f"mix_{d}") for d in DISCIPLINES),
     )
-    distance = _distances(visits, homes, geography)
 
     frame = (
-        per_visit.join(per_booking, on="unit", how="left")
-        .join(
-            homes.select("unit", "has_account", "home_region", "birth_year"), on="unit", how="left"
+        per_unit.join(
+            homes.lazy().select("unit", "has_account", "home_region", "birth_year"),
+            on="unit",
+            how="left",
         )
-        .join(distance, on="unit", how="left")
         .select(
             "unit",
             "has_account",
@@ -220,8 +230,9 @@ def derive_features(
             _band(pl.col("age"), AGE_BANDS).alias("age_band"),
         )
         .sort("unit")
+        .collect()
     )
-    all_units = lines["unit"].n_unique()
+    all_units = homes.height
     return CustomerFeatures(
         frame=frame,
         as_of=as_of,
@@ -230,25 +241,20 @@ def derive_features(
     )
 
 
-def _distances(visits: pl.DataFrame, homes: pl.DataFrame, geography: Geography) -> pl.DataFrame:
-    """unit -> mean distance over its visits (null when home or venue location is unknown)."""
-    schema = {"unit": pl.Int64, "_distance": pl.Float64}
+def _with_distance(visits: pl.LazyFrame, homes: pl.DataFrame, geography: Geography) -> pl.LazyFrame:
+    """Each visit's distance from home to its venue (null when either location is unknown)."""
     if geography.distance_source is None:
-        return pl.DataFrame(schema=schema)
-    per_venue = visits.group_by("unit", "venue_id").agg(pl.len().alias("n"))
+        return visits.with_columns(pl.lit(None, dtype=pl.Float64).alias("km"))
     located = geography.home_locations(
         homes.select("unit", "home_country", "home_area", "home_region")
     ).select("unit", "home_lat", "home_lon")
     main = geography.location
-    venues = geography.venue_table()
-    joined = per_venue.join(located, on="unit", how="left").join(venues, on="venue_id", how="left")
     venue_lat = pl.col("venue_lat").fill_null(main.lat if main else None)
     venue_lon = pl.col("venue_lon").fill_null(main.lon if main else None)
     km = haversine_km(pl.col("home_lat"), pl.col("home_lon"), venue_lat, venue_lon)
     return (
-        joined.with_columns(km.alias("km"))
-        .filter(pl.col("km").is_not_null())
-        .group_by("unit")
-        .agg(((pl.col("km") * pl.col("n")).sum() / pl.col("n").sum()).alias("_distance"))
-        .cast(schema)  # type: ignore[arg-type]
+        visits.join(located.lazy(), on="unit", how="left")
+        .join(geography.venue_table().lazy(), on="venue_id", how="left")
+        .with_columns(km.alias("km"))
+        .drop("home_lat", "home_lon", "venue_lat", "venue_lon")
     )

@@ -13,6 +13,7 @@ this module never writes them anywhere.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 import stat
@@ -88,22 +89,20 @@ class MatchKeys:
 
 
 def derive_match_keys(unit: pl.Series, email: pl.Series, secret: MatchKeySecret) -> MatchKeys:
-    """One match key per unit that has an address (the greatest, if it has several).
+    """The match key of each unit's address (one address per unit, chosen by the caller).
 
     Addresses are normalised here (trim, lower case: every node must do exactly this). The
     HMAC is computed once per distinct address: polars has no keyed cryptographic hash, so this
-    is the one step that calls into Python per value (a few hundred thousand a second).
+    is the one step that calls into Python per value (about half a million a second).
     """
     pairs = (
         pl.DataFrame({"unit": unit, "email": email})
         .drop_nulls()
-        .group_by("unit")
-        .agg(pl.col("email").max())
         .with_columns(pl.col("email").str.strip_chars().str.to_lowercase())
     )
     addresses = pairs["email"].unique()
-    key = secret.key
-    digests = [hmac.digest(key, a.encode("utf-8"), "sha256") for a in addresses.to_list()]
+    mac = functools.partial(hmac.digest, secret.key, digest="sha256")
+    digests = list(map(mac, addresses.cast(pl.Binary).to_list()))
     table = pl.DataFrame({"email": addresses, "match_key": pl.Series(digests, dtype=pl.Binary)})
     frame = pairs.join(table, on="email", how="left").select("unit", "match_key").sort("unit")
     return MatchKeys(frame)

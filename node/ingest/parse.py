@@ -37,6 +37,7 @@ LOCAL_ZONE: Final[str] = "Europe/Amsterdam"  # Brussels keeps the same time: one
 MAX_DISTINCT_CODES: Final[int] = 100_000  # beyond this a "code" column is not a code column
 _ZONE_SUFFIX: Final[str] = r"\s*(Z|[+-]\d{2}:?\d{2})$"
 EMAIL_PATTERN: Final[str] = r"^[^@\s]+@[^@\s]+\.[^@\s.]+$"
+EMAIL_ANYCASE: Final[str] = r"^\s*[^@\s]+@[^@\s]+\.[^@\s.]+\s*$"  # before normalising
 # Optional country prefix, the 4-digit area, optional letters (Dutch postcodes only).
 POSTCODE_PATTERN: Final[str] = r"(?i)^\s*(NL-?|BE?-?)?\s*([1-9][0-9]{3})\s*([A-Z]{2})?\s*$"
 
@@ -57,8 +58,15 @@ def text(col: str) -> pl.Expr:
 # Codes, via their distinct values
 
 
-def _distinct_text(s: pl.Series) -> list[str]:
-    u = s.cast(pl.String).drop_nulls().unique()
+def distinct_values(frame: pl.DataFrame, columns: list[str]) -> dict[str, pl.Series]:
+    """The distinct non-null texts of several columns, found in one parallel select."""
+    found = frame.select(
+        pl.col(c).cast(pl.String).drop_nulls().unique().implode().alias(c) for c in columns
+    )
+    return {c: found[c][0] for c in columns}
+
+
+def _distinct_text(u: pl.Series) -> list[str]:
     return u.head(MAX_DISTINCT_CODES).to_list()
 
 
@@ -70,10 +78,11 @@ class Lookup:
     identity: bool  # every distinct value is already canonical: nothing to translate
 
 
-def code_lookup(s: pl.Series, vocabulary: tuple[str, ...], table: dict[str, str]) -> Lookup:
+def code_lookup(u: pl.Series, vocabulary: tuple[str, ...], table: dict[str, str]) -> Lookup:
+    """From a column's distinct values (``distinct_values``)."""
     fallback = table.get(CATCH_ALL)
     out: dict[str, str] = {}
-    distinct = _distinct_text(s)
+    distinct = _distinct_text(u)
     for value in distinct:
         key = norm_code(value)
         if not key:
@@ -85,11 +94,11 @@ def code_lookup(s: pl.Series, vocabulary: tuple[str, ...], table: dict[str, str]
     return Lookup(out, identity)
 
 
-def country_lookup(s: pl.Series, table: dict[str, str]) -> Lookup:
-    """Raw value -> ISO country code ("Nederland", "nl", "BEL" ...)."""
+def country_lookup(u: pl.Series, table: dict[str, str]) -> Lookup:
+    """Raw value -> ISO country code ("Nederland", "nl", "BEL" ...), from distinct values."""
     named = COUNTRIES | {k: v for k, v in table.items() if k != CATCH_ALL}
     out: dict[str, str] = {}
-    distinct = _distinct_text(s)
+    distinct = _distinct_text(u)
     for value in distinct:
         key = norm_code(value)
         if key in named:
@@ -216,10 +225,6 @@ def patch(
 # Transient fields, via their distinct values (a postcode or an address repeats per ticket)
 
 
-def _distinct(s: pl.Series) -> pl.Series:
-    return s.cast(pl.String).drop_nulls().unique()
-
-
 def _area_of(u: pl.Series) -> tuple[pl.Series, pl.Series]:
     """(area as a Dutch postcode, area as a Belgian postcode) of distinct texts; null if not."""
     parts = u.str.extract_groups(POSTCODE_PATTERN).struct.unnest()
@@ -231,53 +236,49 @@ def _area_of(u: pl.Series) -> tuple[pl.Series, pl.Series]:
     return nl, be
 
 
-def postcode_area(s: pl.Series, country: pl.Series) -> pl.Series:
-    """The 4-digit area of each row's postcode for its country (NL or BE), else null.
+def postcode_fast(col: str) -> pl.Expr:
+    """The first four characters as a number: the area of ``1234AB``, ``1234 AB``, ``1234``.
 
-    The letters of a Dutch postcode narrow it to a street: they are checked and then dropped.
-    Most exports write ``1234AB``, ``1234 AB`` or ``1234``, whose first four characters are the
-    area: that is the fast path for every row. The full pattern (a country prefix, spaces,
-    letters on a Belgian code, garbage) is evaluated on the distinct values only, and the rows
-    whose value the fast path reads differently are corrected.
+    The letters of a Dutch postcode narrow it to a street: they are checked (``postcode_fix``)
+    and then dropped.
     """
-    text_s = s.cast(pl.String)
-    fast = text_s.str.slice(0, 4).cast(pl.Int32, strict=False)
-    u = _distinct(s)
-    fast_u = u.str.slice(0, 4).cast(pl.Int32, strict=False)
-    nl_u, be_u = _area_of(u)
-    area = fast.set(~country.is_in(["NL", "BE"]).fill_null(False), None)
+    return pl.col(col).cast(pl.String).str.slice(0, 4).cast(pl.Int32, strict=False)
+
+
+def postcode_fix(
+    fast: pl.Series, raw: pl.Series, distinct: pl.Series, country: pl.Series
+) -> pl.Series:
+    """The area of each row's postcode for its country (NL or BE), else null.
+
+    ``fast`` is ``postcode_fast`` of every row. The full pattern (a country prefix, spaces,
+    letters on a Belgian code, garbage) is evaluated on the distinct values only, and only the
+    rows whose value the fast path reads differently are corrected.
+    """
+    nl_or_be = (country == "NL") | (country == "BE")
+    area = fast.set(~nl_or_be.fill_null(False), None) if not nl_or_be.all() else fast
+    fast_u = distinct.str.slice(0, 4).cast(pl.Int32, strict=False)
+    nl_u, be_u = _area_of(distinct)
     for code, true_u in (("NL", nl_u), ("BE", be_u)):
         differs = ~(true_u.eq_missing(fast_u))
         if not differs.any():
             continue
-        exceptions, corrected = u.filter(differs), true_u.filter(differs)
+        exceptions, corrected = distinct.filter(differs), true_u.filter(differs)
         rows = (country == code).fill_null(False)
         if not rows.any():
             continue
         idx = rows.arg_true()
-        sub = text_s.gather(idx)
+        sub = raw.cast(pl.String).gather(idx)
         hit = sub.is_in(exceptions.implode())
         if hit.any():
-            fix_idx = idx.filter(hit)
             fixed = sub.filter(hit).replace_strict(exceptions, corrected, return_dtype=pl.Int32)
-            area = area.scatter(fix_idx, fixed)
+            area = area.scatter(idx.filter(hit), fixed)
     return area
 
 
-def email_addresses(s: pl.Series) -> tuple[pl.Series, pl.Series]:
-    """(distinct raw values that are not e-mail addresses, per-row mask of those values).
-
-    Normalisation (trim, lower case: the whole of it, for every node alike) happens where the
-    match key is made; here the address is only checked.
-    """
-    u = _distinct(s)
-    invalid = u.filter(~normalise_email(u).str.contains(EMAIL_PATTERN).fill_null(False))
-    mask = (
-        s.cast(pl.String).is_in(invalid.implode())
-        if invalid.len()
-        else pl.Series([False] * s.len())
-    )
-    return invalid, mask
+def email(col: str) -> pl.Expr:
+    """The address as written when it is one (surrounding spaces and case do not matter)."""
+    c = pl.col(col).cast(pl.String)
+    return pl.when(c.str.contains(EMAIL_ANYCASE)).then(c).otherwise(None)
 
 
 def normalise_email(s: pl.Series) -> pl.Series:

@@ -8,7 +8,8 @@ What leaves this module, and what does not:
 * ``homes``: one row per unit with the transient fields reduced as the domain notes say: the
   4-digit postcode area (never the letters), the country, the region and the birth year (never
   the date). Used to derive features (distance band, age band), then dropped by the caller.
-* ``match_keys``: HMAC of the e-mail address per unit, in memory, when a key is configured.
+* ``addresses``: one e-mail address per unit, only when a match key is configured, for the
+  caller to turn into match keys (HMAC) and drop.
 * ``report``: every problem found, with the quarantined rows counted.
 """
 
@@ -22,7 +23,7 @@ import polars as pl
 
 from node.geo import region_of_area_expr
 from node.ingest.mapping import Mapping
-from node.ingest.matchkey import MatchKeys, MatchKeySecret, derive_match_keys
+from node.ingest.matchkey import MatchKeySecret
 from node.ingest.problems import DataError, ValidationReport, problem_lines
 from node.ingest.sources import ROW, RawRows, Source, SourceError
 from node.ingest.validate import Checked, check_rows
@@ -58,7 +59,9 @@ class Ingested:
     report: ValidationReport
     lines: pl.DataFrame
     homes: pl.DataFrame
-    match_keys: MatchKeys | None
+    # unit, email: one address per unit, transient. Present only when a match key is
+    # configured; the caller turns it into match keys (``derive_match_keys``) and drops it.
+    addresses: pl.DataFrame | None
 
 
 def _codes(s: pl.Series, seed: int) -> pl.Series:
@@ -127,42 +130,40 @@ def check_source(source: Source, settings: IngestSettings) -> Checking:
 
 def minimise(
     checked: Checked, settings: IngestSettings
-) -> tuple[pl.DataFrame, pl.DataFrame, MatchKeys | None]:
-    """(lines, homes, match keys): identifiers replaced by codes, transient fields reduced."""
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+    """(lines, homes, addresses): identifiers replaced by codes, transient fields reduced."""
     good = checked.typed.filter(~checked.bad)
     customer = _codes(good["customer_id"], _CUSTOMER_SEED)
     order = _codes(good["order_id"], _ORDER_SEED)
+    area = pl.col("home_area")
     good = good.with_columns(
         pl.when(good["customer_id"].is_null()).then(order).otherwise(customer).alias("unit"),
         order.alias("order"),
         _codes(good["performance_id"], _PERFORMANCE_SEED).alias("performance"),
         good["customer_id"].is_not_null().alias("has_account"),
-        region_of_area_expr(pl.col("home_area"), pl.col("country")).alias("region"),
+        region_of_area_expr(area, pl.col("country")).alias("region"),
+        # Area and country travel together in one number (Belgian areas + 10000).
+        (area + pl.when(pl.col("country") == "BE").then(10_000).otherwise(0)).alias("_area_key"),
     )
-    match_keys = (
-        derive_match_keys(good["unit"], good["email"], settings.match_key)
-        if settings.match_key is not None
-        else None
+    # Each unit's home: its last postcode area in the export's row order (exports list orders
+    # in time order), its last country, its last birth year and e-mail address.
+    per_unit = good.group_by("unit").agg(
+        pl.col("has_account").first(),
+        pl.col("_area_key").drop_nulls().last(),
+        pl.col("country").last().alias("_country_last"),
+        pl.col("birth_year").drop_nulls().last(),
+        *([pl.col("email").drop_nulls().last()] if settings.match_key is not None else []),
     )
-    # Each unit's home as of its latest order (an earlier one where that order has no postcode).
-    latest = pl.col("order_datetime").arg_max()
+    key = pl.col("_area_key")
     homes = (
-        good.group_by("unit")
-        .agg(
-            pl.col("has_account").first(),
-            pl.col("country").get(latest).alias("home_country"),
-            pl.col("home_area").get(latest).alias("_area_latest"),
-            pl.col("region").get(latest).alias("_region_latest"),
-            pl.col("home_area").drop_nulls().last().alias("_area_any"),
-            pl.col("country").filter(pl.col("home_area").is_not_null()).last().alias("_cc_any"),
-            pl.col("birth_year").drop_nulls().last(),
-        )
-        .with_columns(
-            pl.when(pl.col("_area_latest").is_null() & pl.col("_area_any").is_not_null())
-            .then(pl.col("_cc_any"))
-            .otherwise(pl.col("home_country"))
+        per_unit.with_columns(
+            pl.when(key.is_null())
+            .then(pl.col("_country_last"))
+            .when(key >= 10_000)
+            .then(pl.lit("BE"))
+            .otherwise(pl.lit("NL"))
             .alias("home_country"),
-            pl.coalesce("_area_latest", "_area_any").alias("home_area"),
+            (key % 10_000).cast(pl.Int32).alias("home_area"),
         )
         .with_columns(
             region_of_area_expr(pl.col("home_area"), pl.col("home_country")).alias("home_region")
@@ -170,6 +171,7 @@ def minimise(
         .select("unit", "has_account", "home_country", "home_area", "home_region", "birth_year")
         .sort("unit")
     )
+    addresses = per_unit.select("unit", "email") if settings.match_key is not None else None
     lines = good.select(
         "unit",
         "order",
@@ -184,7 +186,7 @@ def minimise(
         "venue_id",
         "region",
     )
-    return lines, homes, match_keys
+    return lines, homes, addresses
 
 
 def ingest(source: Source, settings: IngestSettings) -> Ingested:
@@ -193,8 +195,8 @@ def ingest(source: Source, settings: IngestSettings) -> Ingested:
     report = checking.report
     if not report.passed or checking.checked is None:
         raise DataError(source.display, problem_lines(report), report)
-    lines, homes, match_keys = minimise(checking.checked, settings)
-    return Ingested(report=report, lines=lines, homes=homes, match_keys=match_keys)
+    lines, homes, addresses = minimise(checking.checked, settings)
+    return Ingested(report=report, lines=lines, homes=homes, addresses=addresses)
 
 
 def quarantined_rows(checking: Checking) -> pl.DataFrame:

@@ -280,27 +280,32 @@ class CsvFile:
             notices += notes
             source = io.BytesIO(data)
 
+        needed = list(dict.fromkeys([*fields.values(), self.columns[0]]))
+        # By position: the header's own names may repeat or be empty; EXTRA is the position
+        # just past the header, where the fields of a too-long row end up.
+        positions = [self.columns.index(c) for c in needed] + [len(self.columns)]
+
         def scan(src: Path | io.BytesIO) -> pl.DataFrame:
-            return (
-                pl.scan_csv(
-                    src,
-                    has_header=False,
-                    skip_rows=1,
-                    schema=schema,
-                    separator=self.delimiter,
-                    quote_char='"',
-                    truncate_ragged_lines=True,
-                    row_index_name=ROW,
-                    row_index_offset=2,
-                    raise_if_empty=False,
-                )
-                .select(
-                    pl.col(ROW).cast(pl.Int64),
-                    *_select(fields),
-                    pl.col(self.columns[0]).alias(FIRST),
-                    pl.col(EXTRA),
-                )
-                .collect()
+            # The eager reader: it hands back one chunk per column (later steps align for free)
+            # and is faster here than a lazy scan that is re-chunked afterwards.
+            frame = pl.read_csv(
+                src,
+                has_header=False,
+                skip_rows=1,
+                schema=schema,
+                columns=positions,
+                separator=self.delimiter,
+                quote_char='"',
+                truncate_ragged_lines=True,
+                row_index_name=ROW,
+                row_index_offset=2,
+                raise_if_empty=False,
+            )
+            return frame.select(
+                pl.col(ROW).cast(pl.Int64),
+                *_select(fields),
+                pl.col(self.columns[0]).alias(FIRST),
+                pl.col(EXTRA),
             )
 
         try:

@@ -66,6 +66,20 @@ class _Check:
     kind: Kind
     severity: str
     message: pl.Expr
+    # An aggregate that is False only when no row can fail the check: a clean column costs a
+    # null count or a min/max instead of a million-row mask.
+    screen: pl.Expr | None = None
+
+
+def _absent_count(col: str) -> pl.Expr:
+    """How many raw values are missing (null or empty text)."""
+    c = pl.col(col).cast(pl.String)
+    return c.null_count() + (c.str.len_bytes() == 0).sum()
+
+
+def _unread(col: str) -> pl.Expr:
+    """Screen for "a value was there but could not be read": more nulls after than before."""
+    return _t(col).null_count() > _absent_count(col)
 
 
 def _show(col: str) -> pl.Expr:
@@ -103,11 +117,12 @@ def _prepare(raw: pl.DataFrame, mapping: Mapping) -> tuple[pl.DataFrame, int]:
 
 def _typed(raw: pl.DataFrame, mapping: Mapping, default_country: str) -> pl.DataFrame:
     schema = raw.schema
+    distinct = parse.distinct_values(raw, [*CODE_FIELDS, "country", "postcode"])
     codes = {
-        fld: parse.code_lookup(raw[fld], vocab, mapping.values.get(fld, {}))
+        fld: parse.code_lookup(distinct[fld], vocab, mapping.values.get(fld, {}))
         for fld, vocab in CODE_FIELDS.items()
     }
-    countries = parse.country_lookup(raw["country"], mapping.values.get("country", {}))
+    countries = parse.country_lookup(distinct["country"], mapping.values.get("country", {}))
     formats = {f: mapping.datetime_format or parse.pick_datetime_format(raw[f]) for f in DATES}
     typed = raw.select(
         pl.col(ROW),
@@ -116,25 +131,24 @@ def _typed(raw: pl.DataFrame, mapping: Mapping, default_country: str) -> pl.Data
         *(parse.looked_up(f, codes[f]).alias(f) for f in CODE_FIELDS),
         parse.number_expr("price_paid_eur", schema["price_paid_eur"]).alias("price_paid_eur"),
         parse.country("country", countries, default_country).alias("country"),
+        parse.postcode_fast("postcode").alias("home_area"),
         parse.birth_year_expr("birth_year", schema["birth_year"]).alias("birth_year"),
         parse.birth_date_year_expr(
             "birth_date", schema["birth_date"], mapping.birth_date_format
         ).alias("_birth_date_year"),
-        parse.text("email").alias("email"),
+        parse.email("email").alias("email"),
     )
     for f in DATES:
         typed = parse.patch(typed, raw, f, f, parse.datetime_fallback(mapping.datetime_format))
     typed = parse.patch(typed, raw, "price_paid_eur", "price_paid_eur", parse.number_fallback)
     typed = parse.patch(typed, raw, "birth_year", "birth_year", parse.integer_fallback)
-    area = parse.postcode_area(raw["postcode"], typed["country"])
-    _, bad_email = parse.email_addresses(raw["email"])
+    area = parse.postcode_fix(
+        typed["home_area"], raw["postcode"], distinct["postcode"], typed["country"]
+    )
     birth = typed["birth_year"]
     if typed["_birth_date_year"].null_count() < typed.height:
         birth = birth.fill_null(typed["_birth_date_year"])
-    email = typed["email"].set(bad_email, None) if bad_email.any() else typed["email"]
-    return typed.with_columns(
-        area.alias("home_area"), birth.alias("birth_year"), email.alias("email")
-    ).select(TYPED)
+    return typed.with_columns(area.alias("home_area"), birth.alias("birth_year")).select(TYPED)
 
 
 def _structural(
@@ -146,7 +160,7 @@ def _structural(
     masks materialised between stages so that no expression is nested in the next.
     """
     parts: list[pl.DataFrame] = []
-    broken = pl.Series("broken", [False] * work.height)
+    broken = _falses(work.height)
 
     def add(mask: pl.Series, check: _Check) -> None:
         nonlocal broken
@@ -215,7 +229,7 @@ def _structural(
             for f in long_fields
         )
         before = broken
-        any_long = pl.Series([False] * work.height)
+        any_long = _falses(work.height)
         for f in long_fields:
             mask = lengths[f] & ~before
             if mask.any():
@@ -260,7 +274,14 @@ def _structural(
 def _errors(mapping: Mapping, today: date) -> list[_Check]:
     """Problems that make a row unusable (evaluated on rows whose structure is sound)."""
     checks = [
-        _Check(parse.missing(f), f, Kind.MISSING_VALUE, ERROR, pl.lit("the value is empty"))
+        _Check(
+            parse.missing(f),
+            f,
+            Kind.MISSING_VALUE,
+            ERROR,
+            pl.lit("the value is empty"),
+            _absent_count(f) > 0,
+        )
         for f in MUST_HAVE
     ]
     latest = datetime(today.year + YEARS_AHEAD, 12, 31, 23, 59, 59)
@@ -279,6 +300,7 @@ def _errors(mapping: Mapping, today: date) -> list[_Check]:
                 Kind.NOT_A_DATETIME,
                 ERROR,
                 _show(f) + pl.lit(f" is {expected}"),
+                _unread(f),
             )
         )
         checks.append(
@@ -291,6 +313,7 @@ def _errors(mapping: Mapping, today: date) -> list[_Check]:
                 + pl.lit(
                     f" is outside {EARLIEST_DATE:%Y-%m-%d} .. {latest:%Y-%m-%d}: a typing error?"
                 ),
+                (_t(f).min() < EARLIEST_DATE) | (_t(f).max() > latest),
             )
         )
     for f, vocabulary in CODE_FIELDS.items():
@@ -305,6 +328,7 @@ def _errors(mapping: Mapping, today: date) -> list[_Check]:
                     f" is not a known {f}: map it under [values.{f}] in the mapping file"
                     f" (codes: {', '.join(vocabulary)})"
                 ),
+                _unread(f),
             )
         )
     price = "price_paid_eur"
@@ -315,6 +339,7 @@ def _errors(mapping: Mapping, today: date) -> list[_Check]:
             Kind.NOT_A_NUMBER,
             ERROR,
             _show(price) + pl.lit(" is not an amount in euros"),
+            _unread(price),
         )
     )
     checks.append(
@@ -324,6 +349,7 @@ def _errors(mapping: Mapping, today: date) -> list[_Check]:
             Kind.NEGATIVE_PRICE,
             ERROR,
             _show(price) + pl.lit(" is negative: a refund is a row with order_status 'refunded'"),
+            _t(price).min() < 0,
         )
     )
     return checks
@@ -340,6 +366,7 @@ def _warnings(present: list[str], today: date) -> list[_Check]:
             Kind.BAD_COUNTRY,
             WARNING,
             _show("country") + pl.lit(" is not a country; the customer's region is unknown"),
+            _t("country").null_count() > 0,  # a missing country is the default, never null
         ),
         _Check(
             ~parse.missing("postcode")
@@ -356,6 +383,7 @@ def _warnings(present: list[str], today: date) -> list[_Check]:
             Kind.BAD_EMAIL,
             WARNING,
             pl.lit("not an e-mail address; this customer gets no match key"),
+            _unread("email"),
         ),
         _Check(
             birth_given
@@ -374,6 +402,7 @@ def _warnings(present: list[str], today: date) -> list[_Check]:
             WARNING,
             _show("order_datetime")
             + pl.lit(" is more than a day after the performance; its lead time counts as 0"),
+            (_t("order_datetime") - _t("performance_start")).max() > ORDER_AFTER_START_GRACE,
         ),
     ]
 
@@ -392,18 +421,27 @@ def _problem_rows(work: pl.DataFrame, mask: pl.Series, check: _Check) -> pl.Data
     )
 
 
+def _falses(n: int) -> pl.Series:
+    return pl.repeat(False, n, eager=True)
+
+
 def _duplicates(typed: pl.DataFrame, usable: pl.Series) -> tuple[pl.Series, pl.DataFrame]:
     """Second and later rows of a ticket_id (the first one is kept), with messages.
 
     Candidates are found on a 64-bit hash of the id (one cheap pass over integers), then
     confirmed on the text itself, so a hash collision can never quarantine a good row.
     """
-    ids = typed.select(ROW, "ticket_id").filter(usable & typed["ticket_id"].is_not_null())
-    hashed = ids["ticket_id"].hash(0x71C4E7)
-    candidates = ids.filter(hashed.is_duplicated())
+    valid = usable & typed["ticket_id"].is_not_null()
+    hashed = typed["ticket_id"].hash(0x71C4E7)
+    if valid.all() and hashed.n_unique() == typed.height:
+        return _falses(typed.height), empty_problems()  # the usual case: a count settles it
+    candidate = hashed.set(~valid, None).is_duplicated() & valid
+    if not candidate.any():
+        return _falses(typed.height), empty_problems()
+    candidates = typed.select(ROW, "ticket_id").filter(candidate)
     later = candidates.filter(~pl.col("ticket_id").is_first_distinct())
     if later.height == 0:
-        return pl.Series([False] * typed.height), empty_problems()
+        return _falses(typed.height), empty_problems()
     firsts = candidates.group_by("ticket_id").agg(pl.col(ROW).min().alias("first"))
     problems = (
         later.join(firsts, on="ticket_id", how="left")
@@ -436,9 +474,30 @@ def check_rows(
     parts = [structural] if structural.height else []
     work = work.with_columns(broken.alias(_BROKEN))
     errors = _errors(mapping, today)
-    masks = work.select(
-        (c.mask.fill_null(False) & ~pl.col(_BROKEN)).alias(f"e{i}") for i, c in enumerate(errors)
+    warnings = _warnings(present, today)
+    # First every check's screen (aggregates, one parallel select), then the masks of the checks
+    # whose screen found something (one parallel select).
+    checks = [*errors, *warnings]
+    screens = work.select(
+        (c.screen if c.screen is not None else pl.lit(True)).fill_null(True).alias(str(i))
+        for i, c in enumerate(checks)
+    ).row(0)
+    wanted = [i for i, hit in enumerate(screens) if hit]
+    computed = work.select(
+        (
+            checks[i].mask.fill_null(False) & ~pl.col(_BROKEN)
+            if i < len(errors)
+            else checks[i].mask.fill_null(False)
+        ).alias(str(i))
+        for i in wanted
     )
+    none = _falses(work.height)
+    masks = {
+        **{f"e{i}": none for i in range(len(errors))},
+        **{f"w{i}": none for i in range(len(warnings))},
+    }
+    for i in wanted:
+        masks[f"e{i}" if i < len(errors) else f"w{i - len(errors)}"] = computed[str(i)]
     bad = broken
     for i, check in enumerate(errors):
         mask = masks[f"e{i}"]
@@ -450,13 +509,11 @@ def check_rows(
     if dup_problems.height:
         parts.append(dup_problems)
         bad = bad | dup
-    warnings = _warnings(present, today)
-    warn_masks = work.select(c.mask.fill_null(False).alias(f"w{i}") for i, c in enumerate(warnings))
     for i, check in enumerate(warnings):
-        mask = warn_masks[f"w{i}"] & ~bad
-        if mask.any():
-            parts.append(_problem_rows(work, mask, check))
-        if check.kind is Kind.BAD_BIRTH:
-            typed = typed.with_columns(typed["birth_year"].set(warn_masks[f"w{i}"], None))
+        mask = masks[f"w{i}"]
+        if mask.any() and (mask & ~bad).any():
+            parts.append(_problem_rows(work, mask & ~bad, check))
+        if check.kind is Kind.BAD_BIRTH and mask.any():
+            typed = typed.with_columns(typed["birth_year"].set(mask, None))
     problems = pl.concat(parts) if parts else empty_problems()
     return Checked(typed=typed, problems=problems, bad=bad, blank_rows=blank_rows)
