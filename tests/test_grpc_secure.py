@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -83,7 +84,7 @@ def test_secure_plan_over_grpc_reveals_only_the_sum(
             verifier=PeerVerifier.from_file(pki.ca),
         )
 
-    async def scenario() -> tuple[dict[str, object], list[tuple[bytearray, bytearray]]]:
+    async def scenario() -> tuple[dict[str, Any], list[tuple[bytearray, bytearray]]]:
         async with coordinator(None) as (server, port), recording_proxy(port) as (proxy, cap):
             agents = [
                 NodeAgent(AgentSettings(f"127.0.0.1:{proxy}", None), h) for h in handlers.values()
@@ -106,10 +107,10 @@ def test_secure_plan_over_grpc_reveals_only_the_sum(
             return doc, cap.connections
 
     doc, connections = asyncio.run(scenario())
-    [table] = doc["tables"]  # type: ignore[index]
-    assert table["contributors"] == sorted(ids)
-    assert table["noise"]["mode"] == "secure"
-    assert table["secure_aggregation"]["n_min"] == 4
+    [released] = doc["tables"]
+    assert released["contributors"] == sorted(ids)
+    assert released["noise"]["mode"] == "secure"
+    assert released["secure_aggregation"]["n_min"] == 4
 
     truth = {
         i.institution_id: bounded_counts(handlers[i.institution_id].table, query, i.type)
@@ -117,8 +118,8 @@ def test_secure_plan_over_grpc_reveals_only_the_sum(
     }
     total = sum(truth.values())
     assert isinstance(total, np.ndarray)
-    noisy = np.array([c["noisy_sum"] for c in table["cells"]])
-    sd = table["noise"]["sd_total"]
+    noisy = np.array([c["noisy_sum"] for c in released["cells"]])
+    sd = released["noise"]["sd_total"]
     # Central-DP-sized noise (not sqrt(5) times it): all 60 cells within 4.5 sd, false alarm
     # probability 60 x 6.8e-6 = 4e-4.
     assert sd == pytest.approx(query.bound.l2_sensitivity / 0.2**0.5 * np.sqrt(5 / 4), rel=0.01)
