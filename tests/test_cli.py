@@ -25,7 +25,18 @@ def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("module", "expected"),
     [
-        ("node", ["publiek-node example-config", "ledger", "budget", "exit codes"]),
+        (
+            "node",
+            [
+                "publiek-node example-config",
+                "ledger",
+                "budget",
+                "exit codes",
+                "publiek-node init",
+                "publiek-node check",
+                "publiek-node report",
+            ],
+        ),
         ("coordinator", ["check-plan", "--expect-nodes", "exit codes", "never receives personal"]),
     ],
 )

@@ -86,6 +86,10 @@ class ValidationReport:
             return reasons
         if self.rows_read == 0:
             return ["there are no ticket rows in it"]
+        if (self.problems["kind"] == Kind.TRUNCATED.value).any():
+            # The rows that are there may be fine, but the ones after the cut are missing:
+            # statistics over a partial export would be wrong without anyone noticing.
+            return ["the file ends in the middle of a row: it looks cut off; export it again"]
         if self.rows_kept == 0:
             return [f"all {self.rows_read:,} rows have problems; none can be used"]
         if self.bad_share > self.max_bad_share:

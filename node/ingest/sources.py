@@ -260,7 +260,10 @@ class CsvFile:
                 f" {delimiter_name(best)}-separated; set delimiter under [source] in the mapping"
             )
         self.delimiter = delimiter
-        names = next(csv.reader([line], delimiter=delimiter))
+        try:
+            names = next(csv.reader([line], delimiter=delimiter))
+        except csv.Error as err:
+            raise SourceError([f"the header (line 1) is not readable as CSV: {err}"]) from err
         self.columns = _unique_names(names, self.notices)
         self._needs_transcoding = encoding != "utf-8" or "\n" not in text
         return self.columns

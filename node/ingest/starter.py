@@ -197,10 +197,12 @@ def starter_mapping(source: Source, origin: str) -> Starter:
         "[source]",
     ]
     if isinstance(source, CsvFile):
-        enc = {"utf-8": "utf-8", "windows-1252": "windows-1252", "utf-16": "utf-16"}.get(
-            source.encoding, "auto"
-        )
-        out.append(f"encoding = {_toml_str(enc)}            # auto | utf-8 | windows-1252 | utf-16")
+        found = {
+            "utf-8": "UTF-8",
+            "utf-16": "UTF-16",
+            "windows-1252": "Windows-1252",
+        }.get(source.encoding, "not UTF-8: probably Windows-1252, read per line where needed")
+        out.append(f'encoding = "auto"              # found {found}; or utf-8, windows-1252')
         delim = "\\t" if source.delimiter == "\t" else source.delimiter
         out.append(
             f'delimiter = "{delim}"               # found {delimiter_name(source.delimiter)}'
