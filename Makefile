@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-slow lint typecheck bench protos lock install clean
+.PHONY: demo test test-fast test-slow lint typecheck bench protos lock install clean postgres-server
 
 # The virtual environment is created on first use and re-installed when the dependencies change.
 $(PY):
@@ -34,8 +34,25 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) postgres-server
 	$(BIN)/pytest -m "not slow"
+
+# The SQL-source test runs against a real PostgreSQL server that it starts and throws away
+# (tests/test_node_ingest_postgres.py). It needs Debian's server binaries; as root (CI) they are
+# installed when missing, otherwise the test is skipped and says why. Quick when present.
+postgres-server:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  mkdir -p $(VENV); \
+	  echo "installing PostgreSQL for the SQL-source test (apt-get; log: $(VENV)/postgres-install.log)"; \
+	  ( apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    postgresql ) > $(VENV)/postgres-install.log 2>&1 \
+	  || { tail -20 $(VENV)/postgres-install.log; \
+	       echo "PostgreSQL could not be installed: its test will be skipped"; }; \
+	else \
+	  echo "note: no PostgreSQL server binaries (Debian package 'postgresql') and not root:"; \
+	  echo "      tests/test_node_ingest_postgres.py will be skipped"; \
+	fi
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHMARKS = ["noise"]
+BENCHMARKS = ["noise", "ingest"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -289,8 +289,7 @@ class CsvFile:
         positions = [self.columns.index(c) for c in needed] + [len(self.columns)]
 
         def scan(src: Path | io.BytesIO) -> pl.DataFrame:
-            # The eager reader: it hands back one chunk per column (later steps align for free)
-            # and is faster here than a lazy scan that is re-chunked afterwards.
+            # The eager reader: faster here than a lazy scan.
             frame = pl.read_csv(
                 src,
                 has_header=False,
@@ -304,12 +303,14 @@ class CsvFile:
                 row_index_offset=2,
                 raise_if_empty=False,
             )
+            # One chunk per column (the reader hands back one per thread and batch): every
+            # later step then lines columns up for free instead of re-chunking per select.
             return frame.select(
                 pl.col(ROW).cast(pl.Int64),
                 *_select(fields),
                 pl.col(self.columns[0]).alias(FIRST),
                 pl.col(EXTRA),
-            )
+            ).rechunk()
 
         try:
             frame = scan(source)
