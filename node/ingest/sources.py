@@ -483,13 +483,10 @@ class SqlQuery:
                 names = _unique_names([str(k) for k in keys], [])
                 batches: list[pl.DataFrame] = []
                 while rows := result.fetchmany(SQL_BATCH_ROWS):
+                    # Rows come through the driver one by one (DB-API); polars builds the
+                    # columns from each batch in one call.
                     batches.append(
-                        pl.DataFrame(
-                            [tuple(r) for r in rows],
-                            schema=names,
-                            orient="row",
-                            infer_schema_length=None,
-                        )
+                        pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
                     )
         except SQLAlchemyError as err:
             detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
