@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(args_in)
     config, result = run(args.quick, args.rows)
     for key, value in result.items():
-        print(f"{key:>20}: {value:,.3f}" if isinstance(value, float) else f"{key:>20}: {value:,}")
+        print(f"{key:>24}: {value:,.3f}" if isinstance(value, float) else f"{key:>24}: {value:,}")
     write_result("ingest", config, result)
     print(last_line(result))
     return 0
