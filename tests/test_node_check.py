@@ -208,6 +208,7 @@ def test_every_problem_at_once_with_rows_and_columns(tmp_path: Path) -> None:
         ":row 12: price_type: 'free beer' is not a known price_type",
         ":row 13: performance_id: the value is empty",
         "3 of 12 rows (25.00%) have problems",
+        "(map your codes under [values.channel] in the mapping file; channel codes: online_own,",
     ):
         assert expected in result.stderr, expected
     assert problems.read_text().count("\n") == 5  # a header and four problems

@@ -25,7 +25,7 @@ from node.geo import region_of_area_expr
 from node.ingest.mapping import Mapping
 from node.ingest.matchkey import MatchKeySecret
 from node.ingest.problems import DataError, ValidationReport, problem_lines
-from node.ingest.sources import ROW, RawRows, Source, SourceError
+from node.ingest.sources import EXTRA, FIRST, ROW, RawRows, Source, SourceError
 from node.ingest.validate import Checked, check_rows
 
 DEFAULT_MAX_BAD_SHARE: Final[float] = 0.01
@@ -215,7 +215,7 @@ def quarantined_rows(checking: Checking) -> pl.DataFrame:
         )
         .rename({"row": ROW})
     )
-    values = checking.raw.frame.select(pl.exclude("__first", "__extra")).with_columns(
+    values = checking.raw.frame.select(pl.exclude(FIRST, EXTRA)).with_columns(
         pl.exclude(ROW).cast(pl.String)
     )
     return (

@@ -14,8 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Final
 
 import polars as pl
+
+from node.ingest.mapping import CODE_FIELDS
 
 ERROR = "error"  # the row is quarantined
 WARNING = "warning"  # the row is kept; the one field is set aside (made null)
@@ -50,6 +53,26 @@ class Kind(StrEnum):
     BAD_BIRTH = "implausible birth year"
     BAD_EMAIL = "not an e-mail address"
     ORDER_AFTER_START = "ordered after the performance"
+
+
+def hint(column: str, kind: str) -> str | None:
+    """What to do about a kind of problem, said once above its rows."""
+    if kind == Kind.UNKNOWN_CODE and column in CODE_FIELDS:
+        return (
+            f"map your codes under [values.{column}] in the mapping file; {column} codes:"
+            f" {', '.join(CODE_FIELDS[column])}"
+        )
+    return _HINTS.get(kind)
+
+
+_HINTS: Final[dict[str, str]] = {
+    Kind.NOT_A_DATETIME: "dates are read as ISO 8601 unless [formats] datetime in the mapping"
+    ' gives your format (e.g. "%d-%m-%Y %H:%M")',
+    Kind.DUPLICATE_ID: "the first row with an id is used; later rows with it are quarantined",
+    Kind.TOO_MANY_FIELDS: "quote values that contain the delimiter",
+    Kind.TOO_LONG: "the value is not shown; a field this long is an export accident",
+    Kind.MISSING_VALUE: "only customer_id may be empty (an anonymous buyer)",
+}
 
 
 def empty_problems() -> pl.DataFrame:
@@ -155,6 +178,9 @@ class ValidationReport:
                     f"  {group['severity']:<7} {group['column']}: {group['kind']}"
                     f" — {group['rows']:,} row(s)"
                 )
+                advice = hint(group["column"], group["kind"])
+                if advice:
+                    out.append(f"    ({advice})")
                 rows = self.problems.filter(
                     (pl.col("severity") == group["severity"])
                     & (pl.col("column") == group["column"])
@@ -169,7 +195,9 @@ class ValidationReport:
                     out.append(f"    ... and {hidden:,} more (list every one with --all)")
         out.append("")
         failures = self.failures
-        if failures:
+        if self.file_errors:
+            out.append("FAILED: the export cannot be used as it is (see above)")
+        elif failures:
             out.append("FAILED: " + "; ".join(failures))
         else:
             verdict = "PASSED"

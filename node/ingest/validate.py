@@ -288,10 +288,7 @@ def _errors(mapping: Mapping, today: date) -> list[_Check]:
     if mapping.datetime_format:
         expected = f"not a date-time in the format {mapping.datetime_format!r}"
     else:
-        expected = (
-            "not an ISO date-time (YYYY-MM-DD HH:MM[:SS]); if your export writes dates"
-            " differently, set [formats] datetime in the mapping"
-        )
+        expected = "not an ISO date-time (YYYY-MM-DD HH:MM[:SS])"
     for f in DATES:
         checks.append(
             _Check(
@@ -316,18 +313,14 @@ def _errors(mapping: Mapping, today: date) -> list[_Check]:
                 (_t(f).min() < EARLIEST_DATE) | (_t(f).max() > latest),
             )
         )
-    for f, vocabulary in CODE_FIELDS.items():
+    for f in CODE_FIELDS:
         checks.append(
             _Check(
                 ~parse.missing(f) & _t(f).is_null(),
                 f,
                 Kind.UNKNOWN_CODE,
                 ERROR,
-                _show(f)
-                + pl.lit(
-                    f" is not a known {f}: map it under [values.{f}] in the mapping file"
-                    f" (codes: {', '.join(vocabulary)})"
-                ),
+                _show(f) + pl.lit(f" is not a known {f}"),
                 _unread(f),
             )
         )
