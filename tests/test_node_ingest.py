@@ -343,10 +343,15 @@ def test_email_becomes_a_keyed_match_key_and_is_dropped(tmp_path: Path) -> None:
     b = load_with(write_tickets(tmp_path / "b.csv", other), key=secret)
     assert b.match_keys is not None
     assert b.match_keys.frame["match_key"].to_list() == [_expected_key("anna.jansen@example.nl")]
-    # Without a key the address is simply dropped, and the report says what that costs.
-    c = load_with(write_tickets(tmp_path / "c.csv", rows))
+    # Without a key the address is not even read, and the report says what that costs.
+    c = load_with(
+        write_tickets(
+            tmp_path / "c.csv", [*rows, ticket_row(ticket_id="T4", email="not-an-address")]
+        )
+    )
     assert c.match_keys is None
-    assert any("no match key file" in n for n in c.report.notices)
+    assert any("no match key file" in n and "'email' is not read" in n for n in c.report.notices)
+    assert c.report.problems.is_empty()  # an address that is not read is not checked either
 
 
 def test_key_file_is_checked(tmp_path: Path) -> None:
@@ -449,7 +454,7 @@ def test_warnings_keep_the_row_without_the_value(tmp_path: Path) -> None:
         ticket_row(ticket_id="T4", country="Narnia"),
         ticket_row(ticket_id="T5", country="Nederland", postcode="3511 AB"),
     ]
-    loaded = load_with(write_tickets(tmp_path / "t.csv", rows))
+    loaded = load_with(write_tickets(tmp_path / "t.csv", rows), key=MatchKeySecret(KEY, tmp_path))
     assert loaded.report.quarantined == 0 and loaded.table.rows == 5
     kinds = set(loaded.report.problems["kind"])
     assert kinds == {

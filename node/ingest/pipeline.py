@@ -96,8 +96,17 @@ def check_source(source: Source, settings: IngestSettings) -> Checking:
         shown = ", ".join(repr(c) for c in resolved.unread[:12])
         more = f" and {len(resolved.unread) - 12} more" if len(resolved.unread) > 12 else ""
         notices.append(f"column(s) not read (not needed): {shown}{more}")
+    fields = dict(resolved.sources)
+    if settings.match_key is None and "email" in fields:
+        # Without a key there is nothing to make of an address: it is not even read.
+        notices.append(
+            f"no match key file ([matching] key_file): the e-mail column {fields.pop('email')!r}"
+            " is not read, so this node cannot take part in cross-institution reach statistics"
+        )
+    elif settings.match_key is not None:
+        notices += settings.match_key.warnings
     try:
-        raw = source.read(resolved.sources)
+        raw = source.read(fields)
     except SourceError as err:
         return Checking(
             ValidationReport(display, file_errors=tuple(err.problems), notices=tuple(notices))
@@ -108,13 +117,6 @@ def check_source(source: Source, settings: IngestSettings) -> Checking:
         raw, mapping, first_fields, settings.default_country, settings.today or date.today()
     )
     notices = [*raw.notices, *notices]
-    if settings.match_key is None and checked.typed["email"].is_not_null().any():
-        notices.append(
-            "no match key file ([matching] key_file): e-mail addresses were dropped without a"
-            " match key, so this node cannot take part in cross-institution reach statistics"
-        )
-    elif settings.match_key is not None:
-        notices += settings.match_key.warnings
     report = ValidationReport(
         source=display,
         description=raw.description,
