@@ -48,7 +48,7 @@ first steps:
 
 exit codes: 0 done (check: the data passed), 1 check: the data failed, 2 configuration or
 data problem, 3 incompatible with the coordinator (protocol version, identity), 4 gave up
-reaching the coordinator (--max-attempts).
+reaching the coordinator (--max-attempts), 70 an internal error (a bug: please report it).
 """
 
 
