@@ -15,6 +15,7 @@ from coordinator.registry import NodeRegistry
 from coordinator.release import ReleaseExists, write_release
 from coordinator.runner import RunAborted, RunSettings, run_plan
 from coordinator.server import CoordinatorServer, ServerTls, TlsConfigError
+from protocols.identity import PeerVerifier
 from protocols.version import PROTOCOL_VERSION, software_version
 
 DESCRIPTION = """\
@@ -92,6 +93,9 @@ async def _run(args: argparse.Namespace) -> int:
         coordinator_id=args.coordinator_id,
         wait_for_nodes=args.expect_nodes or plan.min_nodes,
         wait_timeout_s=args.wait_s,
+        # With mTLS the coordinator checks nodes' signed round keys too and drops forgeries
+        # early (the nodes check each other regardless).
+        verifier=PeerVerifier.from_file(tls.ca) if tls is not None else None,
     )
     job = asyncio.create_task(run_plan(plan, registry, settings, progress))
     stopper = asyncio.create_task(stop.wait())

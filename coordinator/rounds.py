@@ -25,6 +25,7 @@ class NodeOutcome:
 
 
 Progress = Callable[[str], None]
+PROGRESS_EVERY_S = 1.0
 
 
 async def _one(transport: Transport, node: str, task: Task, deadline: float) -> NodeOutcome:
@@ -63,6 +64,7 @@ async def collect(
     what = label or next(iter(tasks.values())).analysis_id
     outcomes: list[NodeOutcome] = []
     answered = 0
+    started = last_report = time.monotonic()
     while pending:
         done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for fut in done:
@@ -70,11 +72,14 @@ async def collect(
             outcome = fut.result()
             outcomes.append(outcome)
             answered += outcome.answer is not None
-            if progress:
-                note = (
-                    ""
-                    if outcome.answer is not None
-                    else f" ({outcome.institution_id}: {outcome.reason})"
-                )
-                progress(f"{what}: {answered}/{len(tasks)} answered{note}")
+            if progress and outcome.answer is None:  # a missing node is always worth a line
+                progress(f"{what}: {outcome.institution_id} missing: {outcome.reason}")
+        now = time.monotonic()
+        # Between the first and the last answer, at most one line a second (500 nodes
+        # answering must not mean 500 lines).
+        if progress and pending and now - last_report >= PROGRESS_EVERY_S:
+            progress(f"{what}: {answered}/{len(tasks)} answered so far")
+            last_report = now
+    if progress:
+        progress(f"{what}: {answered}/{len(tasks)} answered in {time.monotonic() - started:.2f} s")
     return sorted(outcomes, key=lambda o: o.institution_id)

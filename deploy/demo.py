@@ -52,7 +52,7 @@ period = "year"
 max_rho_per_task = "0.5"
 
 [policy]
-allowed_modes = ["open"]
+allowed_modes = ["secure"]
 """
 
 

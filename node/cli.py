@@ -26,6 +26,7 @@ from node.ingest.starter import starter_mapping
 from node.ledger import Ledger, LedgerError
 from node.report import write_report
 from node.tls import TlsConfigError
+from protocols.identity import IdentityError, PeerVerifier, Signer
 from protocols.version import PROTOCOL_VERSION, software_version
 
 DESCRIPTION = """\
@@ -98,8 +99,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     ledger = Ledger(config.ledger_path, config.cap)
     log.info("budget: rho %s left of %s", ledger.remaining(), config.cap)
+    signer = verifier = None
+    if config.tls is not None:
+        # The TLS identity also signs this node's secure-aggregation keys; the sector CA checks
+        # its peers'.
+        signer = Signer.from_files(config.institution_id, config.tls.cert, config.tls.key)
+        verifier = PeerVerifier.from_file(config.tls.ca)
+    else:
+        log.warning("without a certificate this node cannot take part in secure aggregation")
     handler = TaskHandler(
-        NodeIdentity(config.institution_id, config.institution_type), table, ledger, config.policy
+        NodeIdentity(config.institution_id, config.institution_type),
+        table,
+        ledger,
+        config.policy,
+        signer=signer,
+        verifier=verifier,
     )
     settings = AgentSettings(
         address=config.address,
@@ -375,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
             print(err.report.format(), file=sys.stderr)
             return _fail("the data cannot be used (see above)")
         return _fail(str(err))
-    except (ConfigError, LedgerError, TlsConfigError) as err:
+    except (ConfigError, LedgerError, TlsConfigError, IdentityError) as err:
         return _fail(str(err))
     except OSError as err:
         return _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))

@@ -71,7 +71,9 @@ period = "year"                     # year | quarter | month | total
 max_rho_per_task = "0.5"
 
 [policy]
-allowed_modes = ["open"]            # open: the coordinator sees your noisy answer
+allowed_modes = ["secure"]          # secure: the coordinator only ever sees sums over
+                                    # institutions; add "open" to let it see your own noisy
+                                    # answer (per-institution benchmarking, tiny federations)
 """.format(types=", ".join(INSTITUTION_TYPES))
 
 
@@ -212,7 +214,7 @@ def parse_config(raw: dict[str, Any], base: Path, source: str = "node config") -
     max_task = rho("budget.max_rho_per_task", "0.5")
 
     modes_raw = _get(raw, "policy.allowed_modes")
-    modes = frozenset({ReleaseMode.OPEN})
+    modes = frozenset({ReleaseMode.SECURE})  # open mode is an institution's explicit opt-in
     if modes_raw is not None:
         try:
             modes = frozenset(ReleaseMode(m) for m in modes_raw)

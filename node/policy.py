@@ -12,7 +12,9 @@ from protocols.messages import HistogramQuery, ReleaseMode
 @dataclass(frozen=True, slots=True)
 class Policy:
     max_rho_per_task: Rho = field(default_factory=lambda: Rho.parse("0.5"))
-    allowed_modes: frozenset[ReleaseMode] = frozenset({ReleaseMode.OPEN})
+    # Secure aggregation unless the institution opts in to open mode (which shows the
+    # coordinator its own noisy answer).
+    allowed_modes: frozenset[ReleaseMode] = frozenset({ReleaseMode.SECURE})
     # None: every statistic the node can compute.
     allowed_statistics: frozenset[str] | None = None
     max_cells: int = 100_000

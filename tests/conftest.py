@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
+from node.policy import Policy
+from protocols.messages import ReleaseMode
 from protocols.vocabulary import REQUIRED_COLUMNS
+
+# Nodes accept only secure aggregation unless they opt in; tests of open mode opt in.
+OPEN_POLICY = Policy(allowed_modes=frozenset({ReleaseMode.OPEN}))
 
 COLUMNS = [*REQUIRED_COLUMNS, "postcode", "country", "email", "birth_year"]
 

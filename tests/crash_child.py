@@ -19,10 +19,10 @@ from typing import Any
 from node.data import load_ticket_lines
 from node.handler import NodeIdentity, TaskHandler
 from node.ledger import BudgetCap, Ledger, Period
-from node.policy import Policy
 from privacy.budget import Rho
 from privacy.mechanisms import GaussianHistogram
 from protocols.messages import HistogramAnswer, Task
+from tests.conftest import OPEN_POLICY
 from tests.test_protocol_contract import s1_query
 
 TASK = Task("run/crash", "run", "crash", 60_000, s1_query())
@@ -35,7 +35,7 @@ def die() -> None:
 def main(data: str, ledger_path: str, point: str, out: str) -> int:
     ledger = Ledger(Path(ledger_path), BudgetCap(Rho.parse("1"), Period.TOTAL))
     handler = TaskHandler(
-        NodeIdentity("inst-01", "theatre"), load_ticket_lines(Path(data)), ledger, Policy()
+        NodeIdentity("inst-01", "theatre"), load_ticket_lines(Path(data)), ledger, OPEN_POLICY
     )
     orig_begin, orig_store = ledger.begin, ledger.record_answer
 

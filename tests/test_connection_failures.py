@@ -16,6 +16,7 @@ from node.data import load_ticket_lines
 from node.handler import NodeIdentity, TaskHandler
 from node.ledger import BudgetCap, Ledger, Period
 from node.policy import Policy
+from node.tls import TlsFiles
 from privacy.budget import Rho
 from protocols.errors import ErrorCode
 from protocols.messages import Hello, Rejection
@@ -110,7 +111,7 @@ def test_node_with_no_coordinator_retries_then_gives_up(tmp_path: Path, tickets:
     assert "Traceback" not in out
 
 
-def test_node_presenting_another_institutions_certificate_is_refused(
+def test_node_configured_with_another_institutions_certificate_stops_at_once(
     tmp_path: Path, tickets: Path
 ) -> None:
     pki = make_dev_pki(tmp_path / "pki", ["inst-01", "inst-02"])
@@ -125,9 +126,36 @@ def test_node_presenting_another_institutions_certificate_is_refused(
             return code, node.output()
 
     code, out = asyncio.run(scenario())
-    assert code == ExitCode.INCOMPATIBLE
-    assert "IDENTITY_MISMATCH" in out and "certificate is for 'inst-01'" in out
+    assert code == 2  # a configuration problem, found before dialling out
+    assert "is for 'inst-01', not 'inst-02'" in out
     assert "Traceback" not in out
+
+
+def test_coordinator_refuses_a_hello_that_does_not_match_the_certificate(
+    tmp_path: Path, tickets: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A node that claims inst-02 over a TLS session authenticated as inst-01.
+    pki = make_dev_pki(tmp_path / "pki", ["inst-01", "inst-02"])
+    ledger = Ledger(tmp_path / "l.sqlite", BudgetCap(Rho.parse("1"), Period.YEAR))
+    handler = TaskHandler(
+        NodeIdentity("inst-02", "theatre"), load_ticket_lines(tickets), ledger, Policy()
+    )
+    tls = TlsFiles(pki.ca, pki.nodes["inst-01"].cert, pki.nodes["inst-01"].key)
+
+    async def scenario() -> ExitCode:
+        async with coordinator(pki) as (server, port):
+            agent = NodeAgent(
+                AgentSettings(f"127.0.0.1:{port}", tls, server_name="localhost", max_attempts=2),
+                handler,
+            )
+            code = await asyncio.wait_for(agent.run(), 30)
+            assert server.registry.nodes() == []
+            return code
+
+    with caplog.at_level(logging.INFO):
+        assert asyncio.run(scenario()) is ExitCode.INCOMPATIBLE
+    assert "IDENTITY_MISMATCH" in caplog.text
+    assert "the TLS certificate is for 'inst-01'" in caplog.text
 
 
 def test_service_that_is_not_a_coordinator(tmp_path: Path, tickets: Path) -> None:

@@ -12,9 +12,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_demo_runs_and_leaves_a_release(tmp_path: Path) -> None:
     out = tmp_path / "demo-output"
+    # The demo's own plan, with n_min lowered to fit a three-institution sector.
+    plan = tmp_path / "plan.toml"
+    demo_plan = (REPO / "deploy" / "plans" / "s1-demo.toml").read_text()
+    plan.write_text(demo_plan.replace("min_nodes = 10", "min_nodes = 3"))
     result = subprocess.run(
         [sys.executable, "-m", "deploy.demo", "--institutions", "3", "--scale", "0.03",
-         "--out", str(out)],
+         "--out", str(out), "--plan", str(plan)],
         capture_output=True, text=True, timeout=300, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -25,11 +29,12 @@ def test_demo_runs_and_leaves_a_release(tmp_path: Path) -> None:
         "inst-02",
         "inst-03",
     ]
-    assert release["plan"]["mode"] == "open"
+    assert release["plan"]["mode"] == "secure"
+    assert release["tables"][0]["secure_aggregation"]["n_min"] == 3
     assert (out / "s1_tickets_discipline_quarter.csv").read_text().startswith("discipline,quarter,")
     # The summary tells a person what happened and where to look.
     for text in (
-        "3/3 answered",
+        "secure round, unmasking: 3/3 answered in",
         "Tickets in 2024 by discipline",
         "release.json",
         "publiek-node ledger",

@@ -23,7 +23,7 @@ from synthetic import Sector, SectorConfig, generate_sector
 from tests.federation import coordinator, node_configs, start_node, stop_node
 
 REPO = Path(__file__).resolve().parent.parent
-PLAN = REPO / "deploy" / "plans" / "s1-demo.toml"
+PLAN = REPO / "deploy" / "plans" / "s1-open.toml"
 
 
 @pytest.fixture(scope="module")

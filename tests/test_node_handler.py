@@ -11,12 +11,11 @@ import pytest
 from node.data import load_ticket_lines
 from node.handler import NodeIdentity, TaskHandler
 from node.ledger import BudgetCap, Ledger, Period
-from node.policy import Policy
 from node.queries import bounded_counts
 from privacy.budget import Rho
 from protocols.errors import ErrorCode
 from protocols.messages import Dimension, ErrorInfo, HistogramAnswer, ReleaseMode, Task
-from tests.conftest import ticket_row
+from tests.conftest import OPEN_POLICY, ticket_row
 from tests.test_protocol_contract import s1_query
 
 
@@ -35,7 +34,7 @@ def handler(tmp_path: Path, tickets_file: Callable[..., Path]) -> TaskHandler:
         )
     table = load_ticket_lines(tickets_file(rows))
     ledger = Ledger(tmp_path / "ledger.sqlite", BudgetCap(Rho.parse("1"), Period.YEAR))
-    return TaskHandler(NodeIdentity("inst-01", "theatre"), table, ledger, Policy())
+    return TaskHandler(NodeIdentity("inst-01", "theatre"), table, ledger, OPEN_POLICY)
 
 
 def task(task_id: str = "run/s1", **kw: object) -> Task:

@@ -19,9 +19,13 @@ def test_example_plan_is_valid() -> None:
     assert plan.rho_per_node == Rho.parse("0.1")
 
 
-def test_demo_plan_is_valid() -> None:
-    plan = load_plan(REPO / "deploy" / "plans" / "s1-demo.toml")
-    assert plan.mode.value == "open"
+def test_demo_plans_are_valid() -> None:
+    assert load_plan(REPO / "deploy" / "plans" / "s1-demo.toml").mode.value == "secure"
+    assert load_plan(REPO / "deploy" / "plans" / "s1-open.toml").mode.value == "open"
+
+
+def test_secure_is_the_default_and_open_must_be_asked_for() -> None:
+    assert parse_plan(EXAMPLE.replace('mode = "secure"', "")).mode.value == "secure"
 
 
 BAD = """

@@ -140,16 +140,15 @@ def test_released_answers_carry_exactly_the_claimed_noise(tmp_path: Path) -> Non
     from node.data import load_ticket_lines
     from node.handler import NodeIdentity, TaskHandler
     from node.ledger import BudgetCap, Ledger, Period
-    from node.policy import Policy
     from node.queries import bounded_counts
     from protocols.messages import HistogramAnswer, Task
-    from tests.conftest import ticket_row, write_tickets
+    from tests.conftest import OPEN_POLICY, ticket_row, write_tickets
     from tests.test_protocol_contract import s1_query
 
     rows = [ticket_row(ticket_id=f"T{i}", customer_id=f"C{i % 50}") for i in range(500)]
     table = load_ticket_lines(write_tickets(tmp_path / "t.csv", rows))
     ledger = Ledger(tmp_path / "l.sqlite", BudgetCap(Rho.parse("1000"), Period.TOTAL))
-    handler = TaskHandler(NodeIdentity("inst-01", "theatre"), table, ledger, Policy())
+    handler = TaskHandler(NodeIdentity("inst-01", "theatre"), table, ledger, OPEN_POLICY)
     query = s1_query()
     truth = bounded_counts(table, query, "theatre")
     noise = []

@@ -20,9 +20,9 @@ from node.ledger import BudgetCap, Ledger, Period
 from node.policy import Policy
 from privacy.budget import Rho
 from protocols.messages import Task, TaskResult
-from tests.conftest import ticket_row, write_tickets
+from tests.conftest import OPEN_POLICY, ticket_row, write_tickets
 
-PLAN = Path(__file__).resolve().parent.parent / "deploy" / "plans" / "s1-demo.toml"
+PLAN = Path(__file__).resolve().parent.parent / "deploy" / "plans" / "s1-open.toml"
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def handlers(tmp_path: Path) -> dict[str, TaskHandler]:
         ]
         table = load_ticket_lines(write_tickets(tmp_path / nid / "t.csv", rows))
         ledger = Ledger(tmp_path / nid / "l.sqlite", BudgetCap(Rho.parse("1"), Period.YEAR))
-        out[nid] = TaskHandler(NodeIdentity(nid, "theatre"), table, ledger, Policy())
+        out[nid] = TaskHandler(NodeIdentity(nid, "theatre"), table, ledger, OPEN_POLICY)
     return out
 
 

@@ -52,7 +52,7 @@ def sector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Sector, Path]:
 
 def test_no_personal_data_in_any_message(sector: tuple[Sector, Path], tmp_path: Path) -> None:
     sec, sector_dir = sector
-    plan = load_plan(REPO / "deploy" / "plans" / "s1-demo.toml")
+    plan = load_plan(REPO / "deploy" / "plans" / "s1-open.toml")
 
     async def scenario() -> list[tuple[bytearray, bytearray]]:
         async with coordinator(None) as (server, port), recording_proxy(port) as (proxy, cap):
