@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHMARKS = ["noise", "ingest"]
+BENCHMARKS = ["noise", "ingest", "secagg"]
 
 
 def main(argv: list[str] | None = None) -> int:

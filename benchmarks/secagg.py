@@ -55,6 +55,8 @@ from protocols.secagg import SecAggRequest, SecAggResponse, SecAggSetup
 from synthetic import SectorConfig, generate_sector
 from tests.secagg_harness import query as harness_query
 
+REPO = Path(__file__).resolve().parent.parent
+
 ACCURACY_PLAN = """
 [plan]
 id = "bench-accuracy"
@@ -226,6 +228,110 @@ def versus_flower(n: int, length: int, degree: int, work: Path, repeats: int) ->
     }
 
 
+NODE_TOML = """\
+institution_id = "{id}"
+institution_type = "{type}"
+[data]
+tickets = "{tickets}"
+country = "{country}"
+[coordinator]
+address = "127.0.0.1:{port}"
+server_name = "localhost"
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+[ledger]
+path = "ledger.sqlite"
+[budget]
+rho_cap = "10"
+[policy]
+allowed_modes = ["secure"]
+"""
+
+
+def grpc_rounds(n: int, rounds: int, work: Path) -> dict[str, Any]:
+    """Secure rounds with n node processes (``publiek-node run``) over mTLS gRPC on loopback."""
+    import subprocess
+    import sys
+
+    from coordinator.registry import NodeRegistry
+    from coordinator.server import CoordinatorServer, ServerTls
+
+    sector = generate_sector(SectorConfig(n_institutions=n, seed=9, years=(2024, 2024), scale=0.01))
+    sector.write(work / "sector")
+    ids = [i.institution_id for i in sector.institutions]
+    pki = make_dev_pki(work / "pki", ids)
+    # The demo's table (S1, discipline x quarter, 60 cells), n_min = n - 5.
+    demo = (REPO / "deploy" / "plans" / "s1-demo.toml").read_text()
+    plan = parse_plan(demo.replace("min_nodes = 10", f"min_nodes = {n - 5}"))
+    q = plan.analyses[0].query
+    exe = str(Path(sys.executable).parent / "publiek-node")
+
+    async def scenario() -> dict[str, Any]:
+        registry = NodeRegistry()
+        server = CoordinatorServer(
+            registry, "bench", tls=ServerTls(pki.ca, pki.server.cert, pki.server.key)
+        )
+        port = await server.start("127.0.0.1:0")
+        procs = []
+        try:
+            started = time.perf_counter()
+            for inst in sector.institutions:
+                folder = work / "nodes" / inst.institution_id
+                folder.mkdir(parents=True)
+                pair = pki.nodes[inst.institution_id]
+                config = folder / "node.toml"
+                config.write_text(
+                    NODE_TOML.format(
+                        id=inst.institution_id,
+                        type=inst.type,
+                        tickets=work / "sector" / inst.institution_id / "ticket_line.csv",
+                        country=inst.country,
+                        port=port,
+                        ca=pki.ca,
+                        cert=pair.cert,
+                        key=pair.key,
+                    )
+                )
+                log = (folder / "node.log").open("w")
+                procs.append(
+                    subprocess.Popen([exe, "run", "--config", str(config)], stdout=log, stderr=log)
+                )
+            nodes = await registry.wait_for_nodes(n, 300)
+            connect_s = time.perf_counter() - started
+            assert len(nodes) == n, f"only {len(nodes)} of {n} nodes connected"
+            params = SecureParams.default(n, n_min=n - 5)
+            times, stages = [], []
+            for r in range(rounds):
+                base = Task(f"bench/grpc-{r}", "bench", "grpc", 120_000, q)
+                t0 = time.perf_counter()
+                result = await run_secure_round(
+                    registry, base, q, ids, params, verifier=PeerVerifier.from_file(pki.ca)
+                )
+                times.append(time.perf_counter() - t0)
+                stages.append(result.stage_seconds)
+                assert len(result.survivors) == n, result.dropped
+            return {
+                "round_seconds": times,
+                "stage_seconds_last": stages[-1],
+                "nodes_connected_in_s": connect_s,
+                "degree": params.degree,
+                "n_min": params.n_min,
+            }
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+            await server.stop(0.5)
+
+    return asyncio.run(scenario())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.secagg",
@@ -241,7 +347,12 @@ def main(argv: list[str] | None = None) -> int:
         result.update(acc)
         print(f"accuracy: secure/central {acc['secure_over_central_rmse']:.3f}, "
               f"open/central {acc['open_over_central_rmse']:.3f}", flush=True)  # fmt: skip
-        vs = versus_flower(100, 1000, 10, work / "flower", repeats=2 if args.quick else 5)
+        grpc = grpc_rounds(50, rounds=2 if args.quick else 5, work=work / "grpc")
+        # The first round also checks each peer's certificate against the CA once.
+        result["grpc_round_s_50"] = statistics.median(grpc["round_seconds"][1:])
+        result["grpc"] = grpc
+        print(f"gRPC, 50 node processes: {grpc}", flush=True)
+        vs = versus_flower(100, 1000, 10, work / "flower", repeats=1 if args.quick else 5)
         result["speedup_vs_flower"] = vs.pop("speedup_vs_flower")
         result["versus_flower"] = vs
         print(f"versus Flower (n=100, length 1000): {vs}", flush=True)
