@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from coordinator.plan import Analysis
+from protocols.plan import Analysis
 from coordinator.rounds import NodeOutcome
 from coordinator.secure import SecureRoundResult
 from privacy.intervals import sum_half_width

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from coordinator.plan import EXAMPLE, PlanError, load_plan
+from protocols.plan import EXAMPLE, PlanError, load_plan
 from coordinator.registry import NodeRegistry
 from coordinator.release import ReleaseExists, write_release
 from coordinator.runner import RunAborted, RunSettings, run_plan

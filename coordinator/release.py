@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.aggregate import AggregatedTable
-from coordinator.plan import Plan
+from protocols.plan import Plan
 from coordinator.transport import NodeInfo
 from protocols.version import PROTOCOL_VERSION, software_version
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from coordinator.aggregate import AggregatedTable, RoundFailed, aggregate_open, aggregate_secure
-from coordinator.plan import Analysis, Plan
+from protocols.plan import Analysis, Plan
 from coordinator.release import FailedAnalysis, build_release
 from coordinator.rounds import collect
 from coordinator.secure import SecureParams, SecureRoundFailed, run_secure_round

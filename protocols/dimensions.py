@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from protocols import bands
 from protocols.geography import REGION_CODES
 from protocols.vocabulary import (
     CHANNELS,
@@ -54,6 +55,37 @@ PUBLIC_DIMENSIONS: Final[dict[str, DimensionSpec]] = {
         DimensionSpec("institution_type", "type of the answering institution", INSTITUTION_TYPES),
         DimensionSpec("price_type", "price type of the ticket", PRICE_TYPES),
         DimensionSpec("channel", "sales channel of the order", CHANNELS),
+        DimensionSpec(
+            "institution_region", "region of the answering institution itself", REGION_CODES
+        ),
+        DimensionSpec(
+            "lead_time_band",
+            "days between the order and the performance",
+            bands.keys(bands.LEAD_TIME_BANDS),
+        ),
+        DimensionSpec(
+            "order_size_band", "counted tickets in the order", bands.keys(bands.ORDER_SIZE_BANDS)
+        ),
+        DimensionSpec(
+            "distance_band",
+            "the customer's mean distance from home to the venues visited",
+            bands.keys(bands.DISTANCE_BANDS, unknown=True),
+        ),
+        DimensionSpec(
+            "age_band",
+            "the customer's age at the as-of date",
+            bands.keys(bands.AGE_BANDS, unknown=True),
+        ),
+        DimensionSpec(
+            "frequency_band",
+            "the customer's visits to this institution in the year of the cell",
+            bands.keys(bands.FREQUENCY_BANDS),
+        ),
+        DimensionSpec(
+            "returning",
+            "whether the customer also booked at this institution the year before",
+            bands.RETURNING_KEYS,
+        ),
     )
 }
 

@@ -19,8 +19,14 @@ from protocols.errors import ErrorCode, MalformedMessage
 if TYPE_CHECKING:
     from protocols.secagg import SecAggRequest, SecAggResponse
 
+# What one privacy unit (a customer account) adds to a cell. Every measure counts only tickets of
+# paid orders (complimentary tickets included), dated by their performance.
 MEASURES: Final[dict[str, str]] = {
-    "tickets": "tickets of paid orders (complimentary tickets included), per performance date",
+    "tickets": "tickets",
+    "visits": "visits: distinct (customer, performance) pairs",
+    "orders": "orders (bookings): distinct orders",
+    "bookers": "bookers: distinct customers (each counts at most once in a cell)",
+    "revenue_cents": "revenue in euro cents (price paid)",
 }
 MECHANISMS: Final[tuple[str, ...]] = ("discrete_gaussian",)
 MAX_ID_CHARS: Final[int] = 128

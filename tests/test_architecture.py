@@ -61,7 +61,7 @@ def test_no_randomness_but_opendp_and_secrets(package: str) -> None:
 
 def test_the_checks_above_would_see_a_violation(tmp_path: Path) -> None:
     # Guard against a rule that cannot fail: the same walker finds a planted import.
-    tree = ast.parse("from coordinator.plan import Plan\nimport numpy.random\n")
+    tree = ast.parse("from coordinator.runner import RunSettings\nimport numpy.random\n")
     names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert {"coordinator.plan", "numpy.random"} <= names
+    assert {"coordinator.runner", "numpy.random"} <= names

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.cli import main as coordinator_main
-from coordinator.plan import parse_plan
+from protocols.plan import parse_plan
 from node.cli import main as node_main
 from node.config import EXAMPLE as NODE_EXAMPLE
 from node.config import ConfigError, parse_config

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from coordinator.plan import load_plan
+from protocols.plan import load_plan
 from coordinator.release import ReleaseExists, write_release
 from coordinator.runner import RunSettings, run_plan
 from deploy.devcerts import make_dev_pki

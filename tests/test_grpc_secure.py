@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from coordinator.plan import parse_plan
+from protocols.plan import parse_plan
 from coordinator.runner import RunSettings, run_plan
 from deploy.devcerts import make_dev_pki
 from node.agent import AgentSettings, NodeAgent

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.plan import EXAMPLE, PlanError, load_plan, parse_plan
+from protocols.plan import EXAMPLE, PlanError, load_plan, parse_plan
 from privacy.budget import Rho
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from coordinator.inprocess import InProcessTransport
-from coordinator.plan import load_plan
+from protocols.plan import load_plan
 from coordinator.runner import RunAborted, RunSettings, run_plan
 from node.data import load_ticket_lines
 from node.handler import NodeIdentity, TaskHandler

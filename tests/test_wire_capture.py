@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from coordinator.plan import load_plan
+from protocols.plan import load_plan
 from coordinator.runner import RunSettings, run_plan
 from protocols.errors import ErrorCode
 from protocols.messages import ErrorInfo, Hello, HistogramAnswer, Task, TaskResult, Welcome

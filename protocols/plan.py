@@ -1,5 +1,8 @@
 """Plans: declarative TOML files naming the analyses of a run and their declared privacy cost.
 
+A plan is part of the contract: the coordinator runs it, and a node previews it (what would I
+release, at what cost, does my policy accept it) before it joins.
+
 ``load_plan`` reports every problem in a plan at once (with the analysis it belongs to), so an
 operator fixes a plan in one pass rather than one error per attempt.
 """
