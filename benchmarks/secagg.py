@@ -37,7 +37,6 @@ import numpy as np
 
 from benchmarks.common import last_line, write_result
 from coordinator.inprocess import InProcessTransport
-from protocols.plan import parse_plan
 from coordinator.runner import RunSettings, run_plan
 from coordinator.secure import SecureParams, run_secure_round
 from deploy.devcerts import make_dev_pki
@@ -51,6 +50,7 @@ from privacy.budget import Rho
 from privacy.noise import DiscreteGaussian
 from protocols.identity import PeerVerifier, Signer
 from protocols.messages import ReleaseMode, Task, TaskResult
+from protocols.plan import parse_plan
 from protocols.secagg import SecAggRequest, SecAggResponse, SecAggSetup
 from synthetic import SectorConfig, generate_sector
 from tests.secagg_harness import query as harness_query

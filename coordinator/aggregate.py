@@ -10,12 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from protocols.plan import Analysis
 from coordinator.rounds import NodeOutcome
 from coordinator.secure import SecureRoundResult
 from privacy.intervals import sum_half_width
 from privacy.mechanisms import GaussianHistogram
 from protocols.messages import HistogramAnswer
+from protocols.plan import Analysis
 from protocols.secagg import noise_share
 
 

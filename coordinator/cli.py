@@ -10,12 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from protocols.plan import EXAMPLE, PlanError, load_plan
 from coordinator.registry import NodeRegistry
 from coordinator.release import ReleaseExists, write_release
 from coordinator.runner import RunAborted, RunSettings, run_plan
 from coordinator.server import CoordinatorServer, ServerTls, TlsConfigError
 from protocols.identity import PeerVerifier
+from protocols.plan import EXAMPLE, PlanError, load_plan
 from protocols.version import PROTOCOL_VERSION, software_version
 
 DESCRIPTION = """\

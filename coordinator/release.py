@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.aggregate import AggregatedTable
-from protocols.plan import Plan
 from coordinator.transport import NodeInfo
+from protocols.plan import Plan
 from protocols.version import PROTOCOL_VERSION, software_version
 
 SCHEMA = "publiek.release/1"

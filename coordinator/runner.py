@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from coordinator.aggregate import AggregatedTable, RoundFailed, aggregate_open, aggregate_secure
-from protocols.plan import Analysis, Plan
 from coordinator.release import FailedAnalysis, build_release
 from coordinator.rounds import collect
 from coordinator.secure import SecureParams, SecureRoundFailed, run_secure_round
 from coordinator.transport import NodeInfo, Transport
 from protocols.identity import PeerVerifier
 from protocols.messages import ReleaseMode, Task
+from protocols.plan import Analysis, Plan
 from protocols.version import CAP_HISTOGRAM, CAP_MODE_OPEN, CAP_MODE_SECURE, CAP_SECAGG
 
 log = logging.getLogger("publiek.coordinator")

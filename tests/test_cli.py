@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from coordinator.cli import main as coordinator_main
-from protocols.plan import parse_plan
 from node.cli import main as node_main
 from node.config import EXAMPLE as NODE_EXAMPLE
 from node.config import ConfigError, parse_config
+from protocols.plan import parse_plan
 
 
 def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:

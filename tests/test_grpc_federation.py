@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from protocols.plan import load_plan
 from coordinator.release import ReleaseExists, write_release
 from coordinator.runner import RunSettings, run_plan
 from deploy.devcerts import make_dev_pki
@@ -19,6 +18,7 @@ from node.data import load_ticket_lines
 from node.ledger import BudgetCap, Ledger, Period
 from node.queries import bounded_counts
 from privacy.budget import Rho
+from protocols.plan import load_plan
 from synthetic import Sector, SectorConfig, generate_sector
 from tests.federation import coordinator, node_configs, start_node, stop_node
 

@@ -16,7 +16,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from protocols.plan import parse_plan
 from coordinator.runner import RunSettings, run_plan
 from deploy.devcerts import make_dev_pki
 from node.agent import AgentSettings, NodeAgent
@@ -29,6 +28,7 @@ from privacy.budget import Rho
 from privacy.secagg import ring
 from protocols.identity import PeerVerifier, Signer
 from protocols.messages import ReleaseMode, TaskResult
+from protocols.plan import parse_plan
 from protocols.secagg import MaskedVector, SecAggResponse
 from protocols.serde import decode_node_message
 from synthetic import Sector, SectorConfig, generate_sector

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from protocols.plan import EXAMPLE, PlanError, load_plan, parse_plan
 from privacy.budget import Rho
+from protocols.plan import EXAMPLE, PlanError, load_plan, parse_plan
 
 REPO = Path(__file__).resolve().parent.parent
 

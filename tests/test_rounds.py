@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from coordinator.inprocess import InProcessTransport
-from protocols.plan import load_plan
 from coordinator.runner import RunAborted, RunSettings, run_plan
 from node.data import load_ticket_lines
 from node.handler import NodeIdentity, TaskHandler
@@ -20,6 +19,7 @@ from node.ledger import BudgetCap, Ledger, Period
 from node.policy import Policy
 from privacy.budget import Rho
 from protocols.messages import Task, TaskResult
+from protocols.plan import load_plan
 from tests.conftest import OPEN_POLICY, ticket_row, write_tickets
 
 PLAN = Path(__file__).resolve().parent.parent / "deploy" / "plans" / "s1-open.toml"

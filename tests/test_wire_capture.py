@@ -15,10 +15,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from protocols.plan import load_plan
 from coordinator.runner import RunSettings, run_plan
 from protocols.errors import ErrorCode
 from protocols.messages import ErrorInfo, Hello, HistogramAnswer, Task, TaskResult, Welcome
+from protocols.plan import load_plan
 from protocols.serde import decode_coordinator_message, decode_node_message, encode_node_message
 from protocols.v1 import federation_pb2 as pb
 from synthetic import Sector, SectorConfig, generate_sector
