@@ -20,7 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from coordinator.aggregate import AggregatedTable
+from coordinator.postprocess import Estimate, NoisyTable, post_process, suppressed
 from coordinator.transport import NodeInfo
 from protocols.plan import Plan
 from protocols.version import PROTOCOL_VERSION, software_version
@@ -39,18 +42,24 @@ class FailedAnalysis:
     reason: str
 
 
-def _table_json(t: AggregatedTable, delta: float) -> dict[str, Any]:
+def _table_json(
+    t: AggregatedTable, estimate: Estimate, delta: float, suppress_below: float
+) -> dict[str, Any]:
     q = t.analysis.query
-    h = t.half_width_95
+    hidden = suppressed(estimate.values, estimate.half_width, suppress_below)
     cells = []
-    for keys, value in zip(itertools.product(*(d.keys for d in q.dimensions)), t.sums, strict=True):
+    keys_of_cells = itertools.product(*(d.keys for d in q.dimensions))
+    for i, (keys, raw) in enumerate(zip(keys_of_cells, t.sums, strict=True)):
         cell: dict[str, Any] = {d.name: k for d, k in zip(q.dimensions, keys, strict=True)}
-        # Clamping at zero is post-processing (free under DP); the raw sum stays for analysts
-        # who want an unbiased estimate.
-        cell["estimate"] = max(0, value)
+        value, h = float(estimate.values[i]), float(estimate.half_width[i])
+        # The estimate is consistent with the other tables of its family and non-negative
+        # (post-processing, free under DP); the raw noisy sum stays for analysts who want an
+        # unbiased value.
+        cell["estimate"] = None if hidden[i] else round(value)
         cell["ci95_low"] = max(0, round(value - h))
         cell["ci95_high"] = max(0, round(value + h))
-        cell["noisy_sum"] = value
+        cell["noisy_sum"] = raw
+        cell["suppressed"] = bool(hidden[i])
         cells.append(cell)
     return {
         "analysis_id": t.analysis.id,
@@ -74,8 +83,15 @@ def _table_json(t: AggregatedTable, delta: float) -> dict[str, Any]:
         **({"secure_aggregation": t.secure_round} if t.secure_round else {}),
         "interval": {
             "confidence": 0.95,
-            "half_width": h,
+            "half_width_raw": t.half_width_95,
             "covers": "the added noise; contribution bounding can only lower the true totals",
+        },
+        "post_processing": {
+            "consistent_with": [a for a in estimate.family if a != t.analysis.id],
+            "non_negative": True,
+            "intervals": "exact for the fit" if estimate.exact_intervals else "each table's own",
+            "suppressed_below_half_widths": suppress_below,
+            "suppressed_cells": int(hidden.sum()),
         },
         "cells": cells,
     }
@@ -92,6 +108,18 @@ def build_release(
     created_at: datetime | None = None,
 ) -> dict[str, Any]:
     created = (created_at or datetime.now(UTC)).isoformat(timespec="seconds")
+    estimates = post_process(
+        [
+            NoisyTable(
+                analysis_id=t.analysis.id,
+                measure=t.analysis.query.measure,
+                dimensions=t.analysis.query.dimensions,
+                values=np.asarray(t.sums, dtype=np.float64),
+                variance=t.sd_total**2,
+            )
+            for t in tables
+        ]
+    )
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "title": plan.title,
@@ -124,7 +152,10 @@ def build_release(
                 else "secure mode: the coordinator saw only sums over nodes"
             ),
         },
-        "tables": [_table_json(t, plan.delta) for t in tables],
+        "tables": [
+            _table_json(t, estimates[t.analysis.id], plan.delta, plan.suppress_below)
+            for t in tables
+        ],
         "failed": [{"analysis_id": f.analysis_id, "reason": f.reason} for f in failed],
     }
     body = json.dumps(doc, sort_keys=True, ensure_ascii=False).encode("utf-8")
@@ -145,7 +176,7 @@ def _write_once(path: Path, text: str) -> None:
 
 def table_csv(table: dict[str, Any]) -> str:
     dims = [d["name"] for d in table["dimensions"]]
-    cols = [*dims, "estimate", "ci95_low", "ci95_high", "noisy_sum"]
+    cols = [*dims, "estimate", "ci95_low", "ci95_high", "noisy_sum", "suppressed"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     writer.writeheader()

@@ -116,14 +116,17 @@ def _truth_by_discipline(sector: Sector, year: int) -> dict[str, int]:
 
 
 def _summary(out: Path, release: dict[str, Any], sector: Sector, elapsed: float) -> None:
-    table = release["tables"][0]
-    by_disc: dict[str, list[int]] = {}
-    for cell in table["cells"]:
-        by_disc.setdefault(cell["discipline"], []).append(cell["noisy_sum"])
-    n_quarters = len(table["dimensions"][1]["keys"])
-    # The sum of four independent cells has twice the half-width of one.
-    half = table["interval"]["half_width"] * n_quarters**0.5
-    year = int(table["dimensions"][1]["keys"][0][:4])
+    tables = {t["analysis_id"]: t for t in release["tables"]}
+    # The per-discipline table if the plan has one (the demo's does), else the first table.
+    table = next(
+        (t for t in tables.values() if [d["name"] for d in t["dimensions"]] == ["discipline"]),
+        release["tables"][0],
+    )
+    year = int(
+        next(d for t in release["tables"] for d in t["dimensions"] if d["name"] == "quarter")[
+            "keys"
+        ][0][:4]
+    )
     truth = _truth_by_discipline(sector, year)
     priv = release["privacy"]
     print()
@@ -133,13 +136,18 @@ def _summary(out: Path, release: dict[str, Any], sector: Sector, elapsed: float)
         f" {priv['rho_per_node']} (epsilon {priv['epsilon_per_node']:.2f} at delta"
         f" {priv['delta']:g}) of a yearly cap of rho {BUDGET_CAP}; mode: {priv['mode']}"
     )
-    print(f"\n  Tickets in {year} by discipline (estimate ± 95% interval; synthetic truth):")
-    rows = sorted(by_disc.items(), key=lambda kv: -sum(kv[1]))
-    for disc, values in rows:
-        est = sum(values)
+    print(f"\n  Tickets in {year} by discipline (estimate, 95% interval; synthetic truth):")
+    cells = [c for c in table["cells"] if "discipline" in c]
+    for cell in sorted(cells, key=lambda c: -(c["estimate"] or 0)):
+        est = "suppressed" if cell["estimate"] is None else f"{cell['estimate']:,}"
+        interval = f"[{cell['ci95_low']:,} – {cell['ci95_high']:,}]"
         print(
-            f"    {disc:<28} {max(0, est):>10,} ± {half:>6,.0f}   truth {truth.get(disc, 0):>10,}"
+            f"    {cell['discipline']:<28} {est:>10}  {interval:<22} truth"
+            f" {truth.get(cell['discipline'], 0):>10,}"
         )
+    partners = table["post_processing"]["consistent_with"]
+    if partners:
+        print(f"  Consistent with {', '.join(partners)}: its cells add up to these totals exactly.")
     bound = table["noise"]["bound"]
     print(
         "\n  Error bars cover the noise. Contribution bounds (at most"

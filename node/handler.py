@@ -17,6 +17,8 @@ import logging
 import threading
 from dataclasses import dataclass, replace
 
+import polars as pl
+
 from node.data import TicketTable
 from node.ledger import ChargeRequest, Ledger, NewCharge, PendingCharge, StoredAnswer
 from node.policy import Policy
@@ -46,6 +48,13 @@ _RECORDED_REFUSALS = {
 class NodeIdentity:
     institution_id: str
     institution_type: str
+
+
+def in_period(table: TicketTable, query: HistogramQuery) -> TicketTable:
+    """Only the performances of the query's years count, whatever its dimensions."""
+    first, last = query.years
+    years = [str(y) for y in range(first, last + 1)]
+    return replace(table, frame=table.frame.filter(pl.col("year").is_in(years)))
 
 
 def describe(query: HistogramQuery) -> str:
@@ -122,7 +131,9 @@ class TaskHandler:
             log.info("task %s was answered before; sending the stored answer", task.task_id)
             return _replayed(outcome.answer)
         try:
-            counts = bounded_counts(self.table, query, self.identity.institution_type)
+            counts = bounded_counts(
+                in_period(self.table, query), query, self.identity.institution_type
+            )
             noisy = mechanism.release(counts)
         except BaseException as err:
             self.ledger.record_failure(task.task_id, _failure_text(err))
@@ -203,7 +214,9 @@ class TaskHandler:
             )
         assert isinstance(outcome, NewCharge | PendingCharge)
         try:
-            counts = bounded_counts(self.table, query, self.identity.institution_type)
+            counts = bounded_counts(
+                in_period(self.table, query), query, self.identity.institution_type
+            )
             noise = noise_share(setup)
             noisy = noise.share.sample(counts)
         except BaseException as err:

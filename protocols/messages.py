@@ -31,6 +31,8 @@ MEASURES: Final[dict[str, str]] = {
 MECHANISMS: Final[tuple[str, ...]] = ("discrete_gaussian",)
 MAX_ID_CHARS: Final[int] = 128
 MAX_CELLS: Final[int] = 100_000
+MIN_YEAR: Final[int] = 1900
+MAX_YEAR: Final[int] = 2100
 
 
 class ReleaseMode(enum.Enum):
@@ -97,10 +99,22 @@ class HistogramQuery:
     bound: ContributionBound
     rho: Rho
     mode: ReleaseMode
+    years: tuple[int, int]  # first and last calendar year of the performances counted
     mechanism: str = "discrete_gaussian"
 
     def __post_init__(self) -> None:
         problems = []
+        first, last = self.years
+        if not (MIN_YEAR <= first <= last <= MAX_YEAR):
+            problems.append(
+                f"the period must be years {MIN_YEAR}..{MAX_YEAR} with first <= last,"
+                f" got {first}..{last}"
+            )
+        for d in self.dimensions:
+            if d.name in ("year", "quarter") and any(
+                not first <= int(k[:4]) <= last for k in d.keys if k[:4].isdigit()
+            ):
+                problems.append(f"dimension {d.name!r} has keys outside the period {first}..{last}")
         if self.measure not in MEASURES:
             problems.append(f"unknown measure {self.measure[:40]!r}")
         if self.mechanism not in MECHANISMS:

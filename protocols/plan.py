@@ -38,6 +38,7 @@ min_nodes = 3                        # fewer contributions: nothing is released 
 # threshold = 5                      # secure: shares to recover a node (default: a majority)
 task_timeout_s = 120
 delta = 1e-7                         # only to display (epsilon, delta); accounting is in rho
+suppress_below = 1.0                 # hide cells smaller than this many 95% half-widths
 
 [[analysis]]
 id = "s1_tickets_discipline_quarter"
@@ -78,6 +79,7 @@ class Plan:
     sha256: str
     degree: int | None = None
     threshold: int | None = None
+    suppress_below: float = 1.0
 
     @property
     def rho_per_node(self) -> Rho:
@@ -149,6 +151,7 @@ def _analysis(
             bound=bound,
             rho=rho,
             mode=mode,
+            years=(years[0], years[1]),
         )
     except MalformedMessage as err:
         problems.append(f"{where}: {err.message}")
@@ -186,6 +189,10 @@ def parse_plan(text: str, source: str = "plan") -> Plan:
     if not isinstance(delta, float) or not (0 < delta < 1e-3):
         problems.append("plan.delta must be a float in (0, 0.001), e.g. 1e-7")
         delta = 1e-7
+    suppress_below = head.get("suppress_below", 1.0)
+    if not isinstance(suppress_below, int | float) or not 0 <= suppress_below <= 10:
+        problems.append("plan.suppress_below must be a number of half-widths between 0 and 10")
+        suppress_below = 1.0
     secure_knobs: dict[str, int | None] = {}
     for knob in ("degree", "threshold"):
         value = head.get(knob)
@@ -224,6 +231,7 @@ def parse_plan(text: str, source: str = "plan") -> Plan:
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         degree=secure_knobs["degree"],
         threshold=secure_knobs["threshold"],
+        suppress_below=float(suppress_below),
     )
 
 

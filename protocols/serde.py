@@ -81,6 +81,8 @@ def _query_to_pb(q: HistogramQuery) -> pb.HistogramQuery:
         rho=str(q.rho),
         mode=_MODE_TO_PB[q.mode],
         mechanism=q.mechanism,
+        first_year=q.years[0],
+        last_year=q.years[1],
     )
 
 
@@ -101,6 +103,7 @@ def _query_from_pb(msg: pb.HistogramQuery) -> HistogramQuery:
         bound=bound,
         rho=rho,
         mode=_MODE_FROM_PB[msg.mode],
+        years=(msg.first_year, msg.last_year),
         mechanism=msg.mechanism,
     )
 

@@ -45,6 +45,7 @@ def query(cells: int = 15) -> HistogramQuery:
         bound=ContributionBound(4, 8),
         rho=Rho.parse("0.1"),
         mode=ReleaseMode.SECURE,
+        years=(1900, 2099),
     )
 
 

@@ -53,6 +53,7 @@ def s1_query(**kw: object) -> HistogramQuery:
         "bound": ContributionBound(4, 8),
         "rho": Rho.parse("0.1"),
         "mode": ReleaseMode.OPEN,
+        "years": (2024, 2024),
     }
     args.update(kw)
     return HistogramQuery(**args)  # type: ignore[arg-type]
@@ -156,8 +157,16 @@ def test_oversized_table_is_refused() -> None:
                 Dimension("discipline", DISCIPLINES),
                 Dimension("quarter", years),
                 Dimension("region", REGION_CODES),
-            )
+            ),
+            years=(1990, 2099),
         )
+
+
+def test_a_query_covers_an_explicit_period() -> None:
+    with pytest.raises(MalformedMessage, match="period"):
+        s1_query(years=(2025, 2024))
+    with pytest.raises(MalformedMessage, match=r"outside the period 2023\.\.2023"):
+        s1_query(years=(2023, 2023))  # its quarter keys are 2024Q1..Q4
 
 
 def test_task_digest_ignores_id_but_not_spec() -> None:

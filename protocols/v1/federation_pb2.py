@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotocols/v1/federation.proto\x12\npubliek.v1\"\x8f\x01\n\x0bNodeMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.publiek.v1.HelloH\x00\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x16.publiek.v1.TaskResultH\x00\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x15.publiek.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\xbe\x01\n\x12\x43oordinatorMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.publiek.v1.WelcomeH\x00\x12*\n\trejection\x18\x02 \x01(\x0b\x32\x15.publiek.v1.RejectionH\x00\x12 \n\x04task\x18\x03 \x01(\x0b\x32\x10.publiek.v1.TaskH\x00\x12*\n\theartbeat\x18\x04 \x01(\x0b\x32\x15.publiek.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"i\n\x05Hello\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\"\x88\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x02 \x01(\t\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\x12\x1d\n\x15heartbeat_interval_ms\x18\x05 \x01(\r\"-\n\tRejection\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.publiek.v1.Error\"\x1d\n\tHeartbeat\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"=\n\x05\x45rror\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.publiek.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb6\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0b\x61nalysis_id\x18\x03 \x01(\t\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12/\n\thistogram\x18\n \x01(\x0b\x32\x1a.publiek.v1.HistogramQueryH\x00\x12+\n\x06secagg\x18\x0b \x01(\x0b\x32\x19.publiek.v1.SecAggRequestH\x00\x42\x06\n\x04spec\"\'\n\tDimension\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\"<\n\x11\x43ontributionBound\x12\x11\n\tmax_cells\x18\x01 \x01(\r\x12\x14\n\x0cmax_per_cell\x18\x02 \x01(\r\"\xd4\x01\n\x0eHistogramQuery\x12\x11\n\tstatistic\x18\x01 \x01(\t\x12\x0f\n\x07measure\x18\x02 \x01(\t\x12)\n\ndimensions\x18\x03 \x03(\x0b\x32\x15.publiek.v1.Dimension\x12,\n\x05\x62ound\x18\x04 \x01(\x0b\x32\x1d.publiek.v1.ContributionBound\x12\x0b\n\x03rho\x18\x05 \x01(\t\x12%\n\x04mode\x18\x06 \x01(\x0e\x32\x17.publiek.v1.ReleaseMode\x12\x11\n\tmechanism\x18\x07 \x01(\t\"\xac\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x30\n\thistogram\x18\n \x01(\x0b\x32\x1b.publiek.v1.HistogramAnswerH\x00\x12\"\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x11.publiek.v1.ErrorH\x00\x12,\n\x06secagg\x18\x0c \x01(\x0b\x32\x1a.publiek.v1.SecAggResponseH\x00\x42\t\n\x07outcome\"U\n\x0fHistogramAnswer\x12\x0e\n\x06values\x18\x01 \x03(\x12\x12\x13\n\x0bnoise_scale\x18\x02 \x01(\x01\x12\x0b\n\x03rho\x18\x03 \x01(\t\x12\x10\n\x08replayed\x18\x04 \x01(\x08\"\xa0\x02\n\rSecAggRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12(\n\x05setup\x18\n \x01(\x0b\x32\x17.publiek.v1.SecAggSetupH\x00\x12\x31\n\nshare_keys\x18\x0b \x01(\x0b\x32\x1b.publiek.v1.SecAggShareKeysH\x00\x12\x35\n\x0cmasked_input\x18\x0c \x01(\x0b\x32\x1d.publiek.v1.SecAggMaskedInputH\x00\x12\x34\n\x0b\x63onsistency\x18\r \x01(\x0b\x32\x1d.publiek.v1.SecAggConsistencyH\x00\x12*\n\x06unmask\x18\x0e \x01(\x0b\x32\x18.publiek.v1.SecAggUnmaskH\x00\x42\x07\n\x05stage\"\x8e\x02\n\x0eSecAggResponse\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12&\n\x04keys\x18\n \x01(\x0b\x32\x16.publiek.v1.SignedKeysH\x00\x12-\n\x06shares\x18\x0b \x01(\x0b\x32\x1b.publiek.v1.EncryptedSharesH\x00\x12*\n\x06masked\x18\x0c \x01(\x0b\x32\x18.publiek.v1.MaskedVectorH\x00\x12\x30\n\x0b\x63onsistency\x18\r \x01(\x0b\x32\x19.publiek.v1.NodeSignatureH\x00\x12,\n\x06reveal\x18\x0e \x01(\x0b\x32\x1a.publiek.v1.RevealedSharesH\x00\x42\x07\n\x05stage\"\x80\x01\n\x0bSecAggSetup\x12)\n\x05query\x18\x01 \x01(\x0b\x32\x1a.publiek.v1.HistogramQuery\x12\x14\n\x0cparticipants\x18\x02 \x03(\t\x12\r\n\x05n_min\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65gree\x18\x04 \x01(\r\x12\x11\n\tthreshold\x18\x05 \x01(\r\"\x94\x01\n\nSignedKeys\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x65ncryption_key\x18\x02 \x01(\x0c\x12\x10\n\x08mask_key\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x1c\n\x14self_mask_commitment\x18\x06 \x01(\x0c\"7\n\x0fSecAggShareKeys\x12$\n\x04keys\x18\x01 \x03(\x0b\x32\x16.publiek.v1.SignedKeys\"G\n\x0e\x45ncryptedShare\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"=\n\x0f\x45ncryptedShares\x12*\n\x06shares\x18\x01 \x03(\x0b\x32\x1a.publiek.v1.EncryptedShare\"V\n\x11SecAggMaskedInput\x12\x15\n\rshare_holders\x18\x01 \x03(\t\x12*\n\x06shares\x18\x02 \x03(\x0b\x32\x1a.publiek.v1.EncryptedShare\"e\n\x0cMaskedVector\x12\x0e\n\x06values\x18\x01 \x01(\x0c\x12\x0e\n\x06length\x18\x02 \x01(\r\x12\x13\n\x0bmasked_with\x18\x03 \x03(\t\x12\x13\n\x0bnoise_scale\x18\x04 \x01(\x01\x12\x0b\n\x03rho\x18\x05 \x01(\t\"&\n\x11SecAggConsistency\x12\x11\n\tsurvivors\x18\x01 \x03(\t\"O\n\rNodeSignature\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"P\n\x0cSecAggUnmask\x12\x11\n\tsurvivors\x18\x01 \x03(\t\x12-\n\nsignatures\x18\x02 \x03(\x0b\x32\x19.publiek.v1.NodeSignature\"O\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tself_mask\x18\x02 \x01(\x08\x12\r\n\x05point\x18\x03 \x01(\r\x12\r\n\x05value\x18\x04 \x01(\x0c\";\n\x0eRevealedShares\x12)\n\x06shares\x18\x01 \x03(\x0b\x32\x19.publiek.v1.RevealedShare*\xc1\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROTOCOL_VERSION_MISMATCH\x10\x01\x12\x15\n\x11IDENTITY_MISMATCH\x10\x02\x12\x15\n\x11\x44UPLICATE_SESSION\x10\x03\x12\x16\n\x12PROTOCOL_VIOLATION\x10\x04\x12\x14\n\x10UNSUPPORTED_TASK\x10\x05\x12\x10\n\x0cINVALID_TASK\x10\x06\x12\x13\n\x0f\x42UDGET_EXCEEDED\x10\x07\x12\x12\n\x0ePOLICY_REFUSED\x10\x08\x12\x14\n\x10TASK_ID_CONFLICT\x10\t\x12\x14\n\x10\x44\x41TA_UNAVAILABLE\x10\n\x12\x14\n\x10\x44\x45\x41\x44LINE_EXPIRED\x10\x0b\x12\x0c\n\x08INTERNAL\x10\x0c\x12\x12\n\x0eSECAGG_REFUSED\x10\r*[\n\x0bReleaseMode\x12\x1c\n\x18RELEASE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11RELEASE_MODE_OPEN\x10\x01\x12\x17\n\x13RELEASE_MODE_SECURE\x10\x02\x32T\n\nFederation\x12\x46\n\x07\x43onnect\x12\x17.publiek.v1.NodeMessage\x1a\x1e.publiek.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotocols/v1/federation.proto\x12\npubliek.v1\"\x8f\x01\n\x0bNodeMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.publiek.v1.HelloH\x00\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x16.publiek.v1.TaskResultH\x00\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x15.publiek.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\xbe\x01\n\x12\x43oordinatorMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.publiek.v1.WelcomeH\x00\x12*\n\trejection\x18\x02 \x01(\x0b\x32\x15.publiek.v1.RejectionH\x00\x12 \n\x04task\x18\x03 \x01(\x0b\x32\x10.publiek.v1.TaskH\x00\x12*\n\theartbeat\x18\x04 \x01(\x0b\x32\x15.publiek.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"i\n\x05Hello\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\"\x88\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x02 \x01(\t\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\x12\x1d\n\x15heartbeat_interval_ms\x18\x05 \x01(\r\"-\n\tRejection\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.publiek.v1.Error\"\x1d\n\tHeartbeat\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"=\n\x05\x45rror\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.publiek.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb6\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0b\x61nalysis_id\x18\x03 \x01(\t\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12/\n\thistogram\x18\n \x01(\x0b\x32\x1a.publiek.v1.HistogramQueryH\x00\x12+\n\x06secagg\x18\x0b \x01(\x0b\x32\x19.publiek.v1.SecAggRequestH\x00\x42\x06\n\x04spec\"\'\n\tDimension\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\"<\n\x11\x43ontributionBound\x12\x11\n\tmax_cells\x18\x01 \x01(\r\x12\x14\n\x0cmax_per_cell\x18\x02 \x01(\r\"\xfb\x01\n\x0eHistogramQuery\x12\x11\n\tstatistic\x18\x01 \x01(\t\x12\x0f\n\x07measure\x18\x02 \x01(\t\x12)\n\ndimensions\x18\x03 \x03(\x0b\x32\x15.publiek.v1.Dimension\x12,\n\x05\x62ound\x18\x04 \x01(\x0b\x32\x1d.publiek.v1.ContributionBound\x12\x0b\n\x03rho\x18\x05 \x01(\t\x12%\n\x04mode\x18\x06 \x01(\x0e\x32\x17.publiek.v1.ReleaseMode\x12\x11\n\tmechanism\x18\x07 \x01(\t\x12\x12\n\nfirst_year\x18\x08 \x01(\r\x12\x11\n\tlast_year\x18\t \x01(\r\"\xac\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x30\n\thistogram\x18\n \x01(\x0b\x32\x1b.publiek.v1.HistogramAnswerH\x00\x12\"\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x11.publiek.v1.ErrorH\x00\x12,\n\x06secagg\x18\x0c \x01(\x0b\x32\x1a.publiek.v1.SecAggResponseH\x00\x42\t\n\x07outcome\"U\n\x0fHistogramAnswer\x12\x0e\n\x06values\x18\x01 \x03(\x12\x12\x13\n\x0bnoise_scale\x18\x02 \x01(\x01\x12\x0b\n\x03rho\x18\x03 \x01(\t\x12\x10\n\x08replayed\x18\x04 \x01(\x08\"\xa0\x02\n\rSecAggRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12(\n\x05setup\x18\n \x01(\x0b\x32\x17.publiek.v1.SecAggSetupH\x00\x12\x31\n\nshare_keys\x18\x0b \x01(\x0b\x32\x1b.publiek.v1.SecAggShareKeysH\x00\x12\x35\n\x0cmasked_input\x18\x0c \x01(\x0b\x32\x1d.publiek.v1.SecAggMaskedInputH\x00\x12\x34\n\x0b\x63onsistency\x18\r \x01(\x0b\x32\x1d.publiek.v1.SecAggConsistencyH\x00\x12*\n\x06unmask\x18\x0e \x01(\x0b\x32\x18.publiek.v1.SecAggUnmaskH\x00\x42\x07\n\x05stage\"\x8e\x02\n\x0eSecAggResponse\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12&\n\x04keys\x18\n \x01(\x0b\x32\x16.publiek.v1.SignedKeysH\x00\x12-\n\x06shares\x18\x0b \x01(\x0b\x32\x1b.publiek.v1.EncryptedSharesH\x00\x12*\n\x06masked\x18\x0c \x01(\x0b\x32\x18.publiek.v1.MaskedVectorH\x00\x12\x30\n\x0b\x63onsistency\x18\r \x01(\x0b\x32\x19.publiek.v1.NodeSignatureH\x00\x12,\n\x06reveal\x18\x0e \x01(\x0b\x32\x1a.publiek.v1.RevealedSharesH\x00\x42\x07\n\x05stage\"\x80\x01\n\x0bSecAggSetup\x12)\n\x05query\x18\x01 \x01(\x0b\x32\x1a.publiek.v1.HistogramQuery\x12\x14\n\x0cparticipants\x18\x02 \x03(\t\x12\r\n\x05n_min\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65gree\x18\x04 \x01(\r\x12\x11\n\tthreshold\x18\x05 \x01(\r\"\x94\x01\n\nSignedKeys\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x65ncryption_key\x18\x02 \x01(\x0c\x12\x10\n\x08mask_key\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x1c\n\x14self_mask_commitment\x18\x06 \x01(\x0c\"7\n\x0fSecAggShareKeys\x12$\n\x04keys\x18\x01 \x03(\x0b\x32\x16.publiek.v1.SignedKeys\"G\n\x0e\x45ncryptedShare\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"=\n\x0f\x45ncryptedShares\x12*\n\x06shares\x18\x01 \x03(\x0b\x32\x1a.publiek.v1.EncryptedShare\"V\n\x11SecAggMaskedInput\x12\x15\n\rshare_holders\x18\x01 \x03(\t\x12*\n\x06shares\x18\x02 \x03(\x0b\x32\x1a.publiek.v1.EncryptedShare\"e\n\x0cMaskedVector\x12\x0e\n\x06values\x18\x01 \x01(\x0c\x12\x0e\n\x06length\x18\x02 \x01(\r\x12\x13\n\x0bmasked_with\x18\x03 \x03(\t\x12\x13\n\x0bnoise_scale\x18\x04 \x01(\x01\x12\x0b\n\x03rho\x18\x05 \x01(\t\"&\n\x11SecAggConsistency\x12\x11\n\tsurvivors\x18\x01 \x03(\t\"O\n\rNodeSignature\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"P\n\x0cSecAggUnmask\x12\x11\n\tsurvivors\x18\x01 \x03(\t\x12-\n\nsignatures\x18\x02 \x03(\x0b\x32\x19.publiek.v1.NodeSignature\"O\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tself_mask\x18\x02 \x01(\x08\x12\r\n\x05point\x18\x03 \x01(\r\x12\r\n\x05value\x18\x04 \x01(\x0c\";\n\x0eRevealedShares\x12)\n\x06shares\x18\x01 \x03(\x0b\x32\x19.publiek.v1.RevealedShare*\xc1\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROTOCOL_VERSION_MISMATCH\x10\x01\x12\x15\n\x11IDENTITY_MISMATCH\x10\x02\x12\x15\n\x11\x44UPLICATE_SESSION\x10\x03\x12\x16\n\x12PROTOCOL_VIOLATION\x10\x04\x12\x14\n\x10UNSUPPORTED_TASK\x10\x05\x12\x10\n\x0cINVALID_TASK\x10\x06\x12\x13\n\x0f\x42UDGET_EXCEEDED\x10\x07\x12\x12\n\x0ePOLICY_REFUSED\x10\x08\x12\x14\n\x10TASK_ID_CONFLICT\x10\t\x12\x14\n\x10\x44\x41TA_UNAVAILABLE\x10\n\x12\x14\n\x10\x44\x45\x41\x44LINE_EXPIRED\x10\x0b\x12\x0c\n\x08INTERNAL\x10\x0c\x12\x12\n\x0eSECAGG_REFUSED\x10\r*[\n\x0bReleaseMode\x12\x1c\n\x18RELEASE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11RELEASE_MODE_OPEN\x10\x01\x12\x17\n\x13RELEASE_MODE_SECURE\x10\x02\x32T\n\nFederation\x12\x46\n\x07\x43onnect\x12\x17.publiek.v1.NodeMessage\x1a\x1e.publiek.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protocols.v1.federation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ERRORCODE']._serialized_start=3112
-  _globals['_ERRORCODE']._serialized_end=3433
-  _globals['_RELEASEMODE']._serialized_start=3435
-  _globals['_RELEASEMODE']._serialized_end=3526
+  _globals['_ERRORCODE']._serialized_start=3151
+  _globals['_ERRORCODE']._serialized_end=3472
+  _globals['_RELEASEMODE']._serialized_start=3474
+  _globals['_RELEASEMODE']._serialized_end=3565
   _globals['_NODEMESSAGE']._serialized_start=46
   _globals['_NODEMESSAGE']._serialized_end=189
   _globals['_COORDINATORMESSAGE']._serialized_start=192
@@ -56,39 +56,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONTRIBUTIONBOUND']._serialized_start=997
   _globals['_CONTRIBUTIONBOUND']._serialized_end=1057
   _globals['_HISTOGRAMQUERY']._serialized_start=1060
-  _globals['_HISTOGRAMQUERY']._serialized_end=1272
-  _globals['_TASKRESULT']._serialized_start=1275
-  _globals['_TASKRESULT']._serialized_end=1447
-  _globals['_HISTOGRAMANSWER']._serialized_start=1449
-  _globals['_HISTOGRAMANSWER']._serialized_end=1534
-  _globals['_SECAGGREQUEST']._serialized_start=1537
-  _globals['_SECAGGREQUEST']._serialized_end=1825
-  _globals['_SECAGGRESPONSE']._serialized_start=1828
-  _globals['_SECAGGRESPONSE']._serialized_end=2098
-  _globals['_SECAGGSETUP']._serialized_start=2101
-  _globals['_SECAGGSETUP']._serialized_end=2229
-  _globals['_SIGNEDKEYS']._serialized_start=2232
-  _globals['_SIGNEDKEYS']._serialized_end=2380
-  _globals['_SECAGGSHAREKEYS']._serialized_start=2382
-  _globals['_SECAGGSHAREKEYS']._serialized_end=2437
-  _globals['_ENCRYPTEDSHARE']._serialized_start=2439
-  _globals['_ENCRYPTEDSHARE']._serialized_end=2510
-  _globals['_ENCRYPTEDSHARES']._serialized_start=2512
-  _globals['_ENCRYPTEDSHARES']._serialized_end=2573
-  _globals['_SECAGGMASKEDINPUT']._serialized_start=2575
-  _globals['_SECAGGMASKEDINPUT']._serialized_end=2661
-  _globals['_MASKEDVECTOR']._serialized_start=2663
-  _globals['_MASKEDVECTOR']._serialized_end=2764
-  _globals['_SECAGGCONSISTENCY']._serialized_start=2766
-  _globals['_SECAGGCONSISTENCY']._serialized_end=2804
-  _globals['_NODESIGNATURE']._serialized_start=2806
-  _globals['_NODESIGNATURE']._serialized_end=2885
-  _globals['_SECAGGUNMASK']._serialized_start=2887
-  _globals['_SECAGGUNMASK']._serialized_end=2967
-  _globals['_REVEALEDSHARE']._serialized_start=2969
-  _globals['_REVEALEDSHARE']._serialized_end=3048
-  _globals['_REVEALEDSHARES']._serialized_start=3050
-  _globals['_REVEALEDSHARES']._serialized_end=3109
-  _globals['_FEDERATION']._serialized_start=3528
-  _globals['_FEDERATION']._serialized_end=3612
+  _globals['_HISTOGRAMQUERY']._serialized_end=1311
+  _globals['_TASKRESULT']._serialized_start=1314
+  _globals['_TASKRESULT']._serialized_end=1486
+  _globals['_HISTOGRAMANSWER']._serialized_start=1488
+  _globals['_HISTOGRAMANSWER']._serialized_end=1573
+  _globals['_SECAGGREQUEST']._serialized_start=1576
+  _globals['_SECAGGREQUEST']._serialized_end=1864
+  _globals['_SECAGGRESPONSE']._serialized_start=1867
+  _globals['_SECAGGRESPONSE']._serialized_end=2137
+  _globals['_SECAGGSETUP']._serialized_start=2140
+  _globals['_SECAGGSETUP']._serialized_end=2268
+  _globals['_SIGNEDKEYS']._serialized_start=2271
+  _globals['_SIGNEDKEYS']._serialized_end=2419
+  _globals['_SECAGGSHAREKEYS']._serialized_start=2421
+  _globals['_SECAGGSHAREKEYS']._serialized_end=2476
+  _globals['_ENCRYPTEDSHARE']._serialized_start=2478
+  _globals['_ENCRYPTEDSHARE']._serialized_end=2549
+  _globals['_ENCRYPTEDSHARES']._serialized_start=2551
+  _globals['_ENCRYPTEDSHARES']._serialized_end=2612
+  _globals['_SECAGGMASKEDINPUT']._serialized_start=2614
+  _globals['_SECAGGMASKEDINPUT']._serialized_end=2700
+  _globals['_MASKEDVECTOR']._serialized_start=2702
+  _globals['_MASKEDVECTOR']._serialized_end=2803
+  _globals['_SECAGGCONSISTENCY']._serialized_start=2805
+  _globals['_SECAGGCONSISTENCY']._serialized_end=2843
+  _globals['_NODESIGNATURE']._serialized_start=2845
+  _globals['_NODESIGNATURE']._serialized_end=2924
+  _globals['_SECAGGUNMASK']._serialized_start=2926
+  _globals['_SECAGGUNMASK']._serialized_end=3006
+  _globals['_REVEALEDSHARE']._serialized_start=3008
+  _globals['_REVEALEDSHARE']._serialized_end=3087
+  _globals['_REVEALEDSHARES']._serialized_start=3089
+  _globals['_REVEALEDSHARES']._serialized_end=3148
+  _globals['_FEDERATION']._serialized_start=3567
+  _globals['_FEDERATION']._serialized_end=3651
 # @@protoc_insertion_point(module_scope)

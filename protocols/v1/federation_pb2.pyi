@@ -409,6 +409,8 @@ class HistogramQuery(_message.Message):
     RHO_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     MECHANISM_FIELD_NUMBER: _builtins.int
+    FIRST_YEAR_FIELD_NUMBER: _builtins.int
+    LAST_YEAR_FIELD_NUMBER: _builtins.int
     statistic: _builtins.str
     """Which sector statistic this table belongs to, e.g. "S1"."""
     measure: _builtins.str
@@ -418,6 +420,11 @@ class HistogramQuery(_message.Message):
     mode: Global___ReleaseMode.ValueType
     mechanism: _builtins.str
     """Noise distribution, e.g. "discrete_gaussian"."""
+    first_year: _builtins.int
+    """The period the table covers: only performances in these calendar years count, whether or
+    not the table is broken down by quarter or year.
+    """
+    last_year: _builtins.int
     @_builtins.property
     def dimensions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dimension]: ...
     @_builtins.property
@@ -432,10 +439,12 @@ class HistogramQuery(_message.Message):
         rho: _builtins.str = ...,
         mode: Global___ReleaseMode.ValueType = ...,
         mechanism: _builtins.str = ...,
+        first_year: _builtins.int = ...,
+        last_year: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["bound", b"bound"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bound", b"bound", "dimensions", b"dimensions", "measure", b"measure", "mechanism", b"mechanism", "mode", b"mode", "rho", b"rho", "statistic", b"statistic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bound", b"bound", "dimensions", b"dimensions", "first_year", b"first_year", "last_year", b"last_year", "measure", b"measure", "mechanism", b"mechanism", "mode", b"mode", "rho", b"rho", "statistic", b"statistic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
