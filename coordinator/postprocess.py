@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from privacy.intervals import sum_half_width
-from protocols.messages import Dimension
+from protocols.messages import ADDITIVE_OVER, Dimension
 
 EXACT_LIMIT = 50_000
 _Z95 = sum_half_width([1.0], 0.95)  # 1.959963...
@@ -107,10 +107,16 @@ class _Family:
 
 
 def _compatible(finest: NoisyTable, t: NoisyTable) -> bool:
+    """Is ``t`` the sum of ``finest`` over some of its dimensions?"""
     if t.measure != finest.measure:
         return False
     keys = {d.name: d.keys for d in finest.dimensions}
-    return all(d.name in keys and keys[d.name] == d.keys for d in t.dimensions)
+    if not all(d.name in keys and keys[d.name] == d.keys for d in t.dimensions):
+        return False
+    summed = set(keys) - {d.name for d in t.dimensions}
+    # Only where the measure adds up over what is summed out (bookers over disciplines do not:
+    # one booker of two disciplines is in both cells but once in the total).
+    return summed <= ADDITIVE_OVER.get(t.measure, frozenset())
 
 
 def families(tables: list[NoisyTable]) -> list[_Family]:

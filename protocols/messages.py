@@ -28,6 +28,28 @@ MEASURES: Final[dict[str, str]] = {
     "bookers": "bookers: distinct customers (each counts at most once in a cell)",
     "revenue_cents": "revenue in euro cents (price paid)",
 }
+# The dimensions a measure adds up over: those taking one value for everything one unit of the
+# measure is made of. A visit has one discipline and one quarter but can span several price
+# types; a booker has one home region and age band but can book several disciplines. Tables
+# that differ only by summing such a dimension out are marginals of each other (post-processing
+# makes them consistent); over any other dimension they are not, and are left alone.
+_PER_CUSTOMER: Final[frozenset[str]] = frozenset(
+    {"region", "institution_type", "institution_region", "age_band", "distance_band", "returning"}
+)
+_PER_VISIT: Final[frozenset[str]] = _PER_CUSTOMER | {
+    "discipline",
+    "quarter",
+    "year",
+    "frequency_band",
+}
+_PER_ORDER: Final[frozenset[str]] = _PER_VISIT | {"channel", "lead_time_band", "order_size_band"}
+ADDITIVE_OVER: Final[dict[str, frozenset[str]]] = {
+    "tickets": _PER_ORDER | {"price_type"},
+    "revenue_cents": _PER_ORDER | {"price_type"},
+    "visits": _PER_VISIT,
+    "orders": _PER_ORDER,
+    "bookers": _PER_CUSTOMER,
+}
 MECHANISMS: Final[tuple[str, ...]] = ("discrete_gaussian",)
 MAX_ID_CHARS: Final[int] = 128
 MAX_CELLS: Final[int] = 100_000

@@ -129,6 +129,32 @@ def _analysis(
     ):
         problems.append(f"{where}: years must be [first, last] with 1990 <= first <= last <= 2100")
         years = [2024, 2024]
+    # A dimension's keys are its whole public key set unless the plan picks some of them
+    # (e.g. leaving the sensitive social tariff out of a price-type table).
+    key_sets: dict[str, tuple[str, ...]] = {}
+    chosen = raw.get("keys", {})
+    if not isinstance(chosen, dict):
+        problems.append(f"{where}: keys must be a table such as {{ price_type = [...] }}")
+        chosen = {}
+    for d in dims:
+        public = public_keys(d, years[0], years[1]) if d in PUBLIC_DIMENSIONS else ()
+        picked = chosen.get(d)
+        if picked is None:
+            key_sets[d] = public
+        elif (
+            not isinstance(picked, list)
+            or not picked
+            or not all(isinstance(k, str) for k in picked)
+        ):
+            problems.append(f"{where}: keys.{d} must be a non-empty list of keys")
+        else:
+            outside = [k for k in picked if k not in public]
+            if outside:
+                problems.append(f"{where}: keys.{d} has keys not in its public set: {outside}")
+            key_sets[d] = tuple(picked)
+    for d in chosen:
+        if d not in dims:
+            problems.append(f"{where}: keys.{d} names a dimension the analysis does not have")
     bound: ContributionBound | None = None
     try:
         bound = ContributionBound(int(raw.get("max_cells", 0)), int(raw.get("max_per_cell", 0)))
@@ -147,7 +173,7 @@ def _analysis(
         query = HistogramQuery(
             statistic=str(statistic),
             measure=str(measure),
-            dimensions=tuple(Dimension(d, public_keys(d, years[0], years[1])) for d in dims),
+            dimensions=tuple(Dimension(d, key_sets[d]) for d in dims),
             bound=bound,
             rho=rho,
             mode=mode,

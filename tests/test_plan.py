@@ -85,3 +85,21 @@ def test_unusable_plans_fail_clearly(text: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="file not found"):
         load_plan(tmp_path / "nope.toml")
+
+
+def test_a_plan_can_pick_some_keys_of_a_dimension() -> None:
+    text = EXAMPLE.replace(
+        'dimensions = ["discipline", "quarter"]',
+        'dimensions = ["price_type"]\nkeys = { price_type = ["full", "youth", "senior"] }',
+    )
+    [a] = parse_plan(text).analyses
+    assert a.query.dimensions[0].keys == ("full", "youth", "senior")
+    bad = EXAMPLE.replace(
+        'dimensions = ["discipline", "quarter"]',
+        'dimensions = ["price_type"]\nkeys = { price_type = ["gratis"], channel = ["phone"] }',
+    )
+    with pytest.raises(PlanError) as err:
+        parse_plan(bad)
+    text = "\n".join(err.value.problems)
+    assert "not in its public set: ['gratis']" in text
+    assert "keys.channel names a dimension the analysis does not have" in text

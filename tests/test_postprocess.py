@@ -113,6 +113,20 @@ def test_consistency_lowers_error_and_intervals_are_honest() -> None:
     assert abs(covered / cells - 0.95) < 0.02
 
 
+def test_distinct_counts_are_not_forced_to_add_up() -> None:
+    # Bookers by age x discipline do not sum to bookers by age (one person, two disciplines).
+    rng = np.random.default_rng(4)
+    age = Dimension("age_band", ("18-34", "35-49"))
+    tabs = [
+        noisy("age_d", (age, D), rng.uniform(100, 200, 10), 5, rng, measure="bookers"),
+        noisy("age", (age,), rng.uniform(100, 200, 2), 5, rng, measure="bookers"),
+        noisy("age_t", (age, T), rng.uniform(100, 200, 6), 5, rng, measure="bookers"),
+    ]
+    est = post_process(tabs)
+    assert est["age"].family == ("age_t", "age")  # bookers add up over institution types
+    assert est["age_d"].family == ("age_d",)
+
+
 def test_suppression_flags_cells_within_their_error_of_zero() -> None:
     values = np.array([5.0, 50.0, 0.0, 200.0])
     half = np.array([40.0, 40.0, 40.0, 40.0])
