@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +52,17 @@ from protocols.secagg import (
 from protocols.serde import encode_coordinator_message, encode_node_message
 
 Progress = Callable[[str], None]
+
+
+class StageCheckpoint(Protocol):
+    """Where a round's stages are saved as they complete, so a restarted coordinator can go on
+    with the same round: it re-sends the first unsaved stage, whose requests are rebuilt
+    identically from the saved replies, and the nodes (which keep their round state) answer
+    it again with the very same replies."""
+
+    def load(self) -> tuple[str, dict[str, dict[str, SecAggReply]]] | None: ...
+
+    def save(self, round_id: str, stage: str, replies: dict[str, SecAggReply]) -> None: ...
 
 
 class SecureRoundFailed(Exception):
@@ -102,6 +114,8 @@ class _Round:
         self.verifier = verifier
         self.progress = progress
         self.measure_bytes = measure_bytes
+        self.checkpoint: StageCheckpoint | None = None
+        self.saved: dict[str, dict[str, SecAggReply]] = {}
         self.graph = graph.neighbours(round_id, list(setup.participants), setup.degree)
         self.dropped: dict[str, str] = {}
         self.sent: dict[str, int] = dict.fromkeys(setup.participants, 0)
@@ -118,6 +132,20 @@ class _Round:
         )
 
     async def stage(
+        self, name: str, requests: dict[str, SecAggStage], expect: type
+    ) -> dict[str, SecAggReply]:
+        restored = self.saved.get(name)
+        if restored is not None:
+            for node in requests:
+                if node not in restored:
+                    self.dropped[node] = f"{name}: no answer (before the coordinator restarted)"
+            return {n: r for n, r in restored.items() if n in requests and isinstance(r, expect)}
+        replies = await self._exchange(name, requests, expect)
+        if self.checkpoint is not None:
+            self.checkpoint.save(self.round_id, name, replies)
+        return replies
+
+    async def _exchange(
         self, name: str, requests: dict[str, SecAggStage], expect: type
     ) -> dict[str, SecAggReply]:
         started = time.perf_counter()
@@ -159,13 +187,26 @@ async def run_secure_round(
     verifier: PeerVerifier | None = None,
     progress: Progress | None = None,
     measure_bytes: bool = False,
+    checkpoint: StageCheckpoint | None = None,
 ) -> SecureRoundResult:
-    """One round over ``participants``; ``base`` supplies the task id, run and timeout."""
+    """One round over ``participants``; ``base`` supplies the task id, run and timeout.
+
+    With a ``checkpoint`` every completed stage is saved, and a round found there is continued
+    (same round id, saved stages not asked again) instead of started afresh.
+    """
     people = tuple(sorted(participants))
+    restored = checkpoint.load() if checkpoint is not None else None
     # A fresh id per attempt: a node never confuses a new round with an old one of the task.
-    round_id = f"{base.task_id}#{secrets.token_hex(6)}"
+    round_id = restored[0] if restored else f"{base.task_id}#{secrets.token_hex(6)}"
     setup = SecAggSetup(query, people, params.n_min, params.degree, params.threshold)
     r = _Round(transport, base, round_id, setup, verifier, progress, measure_bytes)
+    r.checkpoint = checkpoint
+    if restored:
+        r.saved = restored[1]
+        if progress:
+            progress(
+                f"continuing secure round {round_id} after {', '.join(restored[1]) or 'no stage'}"
+            )
     n_cells = query.n_cells
 
     # 1. Keys.
