@@ -16,6 +16,9 @@ def test_loaded_table_holds_no_identifiers(tickets_file: Callable[..., Path]) ->
     table = load_ticket_lines(path)
     assert set(table.frame.columns) == {
         "unit",
+        "has_account",
+        "order",
+        "performance",
         "order_status",
         "channel",
         "discipline",
@@ -23,6 +26,17 @@ def test_loaded_table_holds_no_identifiers(tickets_file: Callable[..., Path]) ->
         "year",
         "quarter",
         "region",
+        "price_cents",
+        "lead_time_band",
+        "order_size_band",
+    }
+    assert set(table.customers.columns) == {
+        "unit",
+        "year",
+        "frequency_band",
+        "returning",
+        "age_band",
+        "distance_band",
     }
     assert table.frame["unit"].n_unique() == 3
     assert table.frame["quarter"].unique().to_list() == ["2024Q1"]

@@ -388,11 +388,14 @@ def test_nothing_identifying_is_left_in_any_table(tmp_path: Path) -> None:
     identifying = {v for r in rows for k, v in r.items() if k in ("customer_id", "email")}
     identifying |= {r["postcode"] for r in rows} | {r["ticket_id"] for r in rows}
     identifying |= {r["order_id"] for r in rows} | {r["postcode"].replace(" ", "") for r in rows}
-    for frame in (loaded.table.frame, loaded.lines, loaded.features.frame):
+    tables = (loaded.table.frame, loaded.table.customers, loaded.lines, loaded.features.frame)
+    for frame in tables:
         strings = {str(v) for col in frame.columns for v in frame[col].cast(pl.String).unique()}
         assert not (strings & identifying), f"identifiers left in {frame.columns}"
     assert set(loaded.table.frame.columns) == {
-        "unit", "order_status", "channel", "discipline", "price_type", "year", "quarter", "region"
+        "unit", "has_account", "order", "performance", "order_status", "channel", "discipline",
+        "price_type", "year", "quarter", "region", "price_cents", "lead_time_band",
+        "order_size_band",
     }  # fmt: skip
     for frame in (loaded.lines, loaded.features.frame):
         assert not {"email", "postcode", "customer_id", "birth_year", "birth_date"} & set(

@@ -2,9 +2,10 @@
 
 What leaves this module, and what does not:
 
-* ``lines``: one row per usable ticket with an opaque ``unit`` code, opaque order and
-  performance codes, public-vocabulary columns, dates, price, venue and the region of the
-  buyer's home. No customer id, e-mail address, postcode or birth data.
+* ``lines``: one row per usable ticket with an opaque ``unit`` code (and whether it is a
+  customer account or an anonymous order), opaque order and performance codes,
+  public-vocabulary columns, dates, price, venue and the region of the buyer's home. No
+  customer id, e-mail address, postcode or birth data.
 * ``homes``: one row per unit with the transient fields reduced as the domain notes say: the
   4-digit postcode area (never the letters), the country, the region and the birth year (never
   the date). Used to derive features (distance band, age band), then dropped by the caller.
@@ -176,6 +177,7 @@ def minimise(
     addresses = per_unit.select("unit", "email") if settings.match_key is not None else None
     lines = good.select(
         "unit",
+        "has_account",
         "order",
         "performance",
         "order_status",
