@@ -4,24 +4,46 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
+import os
 import signal
 import sys
 import time
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from coordinator.registry import NodeRegistry
 from coordinator.release import ReleaseExists, write_release
-from coordinator.runner import RunAborted, RunSettings, run_plan
+from coordinator.runner import Progress, RunAborted, RunSettings, new_run_id, run_plan
 from coordinator.server import CoordinatorServer, ServerTls, TlsConfigError
+from coordinator.sqlitefile import CoordinatorFileError
+from coordinator.state import NodeSnapshot, RunRecord, RunStateStore
+from coordinator.store import ExportFormat, ReleaseStore, StoreError
 from protocols.identity import PeerVerifier
-from protocols.plan import EXAMPLE, PlanError, load_plan
+from protocols.plan import EXAMPLE, Plan, PlanError, load_plan
 from protocols.version import PROTOCOL_VERSION, software_version
+
+# Where the coordinator keeps its state and its releases unless told otherwise: files in the
+# folder it is started from, so that `run` and then `status` or `releases` in the same folder
+# find each other without options.
+DEFAULT_STATE = Path("publiek-state.sqlite")
+DEFAULT_STORE = Path("publiek-releases.sqlite")
+
+# How often a running coordinator records its nodes and that it is alive; a run whose
+# coordinator has been silent for RUN_STALE_S is shown as interrupted, a node not heard from for
+# NODE_STALE_S as of unknown connection (nodes send a heartbeat every 10 s).
+RECORD_INTERVAL_S = 5.0
+RUN_STALE_S = 30.0
+NODE_STALE_S = 60.0
 
 DESCRIPTION = """\
 Coordinate a publiek federation. Nodes at the institutions dial in to this coordinator; it sends
-them the analyses of a plan, adds up their differentially private answers, and writes a release
-(JSON and CSV, with error bars and full provenance). It never receives personal data.
+them the analyses of a plan, adds up their differentially private answers, and publishes a
+release (JSON and CSV, with error bars and full provenance) into its release store.
+It never receives personal data.
 """
 
 EPILOG = """\
@@ -31,9 +53,16 @@ first steps:
   publiek-coordinator run plan.toml --listen 0.0.0.0:50051 \\
       --ca ca.pem --cert coordinator.pem --key coordinator.key \\
       --expect-nodes 12 --out releases/2024-s1     run it once enough nodes are connected
+  publiek-coordinator status                         runs and nodes (from another terminal)
+  publiek-coordinator releases                       every release stored
+  publiek-coordinator export demo-s1-2024 --csv out/ the latest release of a plan, as CSV
 
-exit codes: 0 release written, 1 run aborted (too few nodes, nothing releasable),
-2 configuration, plan or TLS problem.
+state: runs and nodes in publiek-state.sqlite, releases in publiek-releases.sqlite, in the
+current folder unless --state / --store say otherwise.
+
+exit codes: 0 done (release written), 1 run aborted (too few nodes, nothing releasable) or
+interrupted, 2 configuration, plan, TLS, state or store problem, 70 internal error (a bug:
+please report it).
 """
 
 
@@ -56,6 +85,89 @@ def _tls(args: argparse.Namespace) -> ServerTls | None:
     return ServerTls(ca=args.ca, cert=args.cert, key=args.key)
 
 
+def _start_run(state: RunStateStore, plan: Plan, progress: Progress) -> str:
+    """The run id to run the plan under, recorded in the state file.
+
+    An interrupted run of this same plan (same text, same hash) is resumed: the runner skips
+    what it finished and nodes are not charged twice. A run that another coordinator on this
+    state file is running right now is left alone, and a new run starts.
+    """
+    earlier = state.unfinished_run(plan.sha256)
+    run_id = new_run_id(plan)
+    if earlier is not None:
+        record = next(r for r in state.runs() if r.run_id == earlier)
+        now = time.time()
+        if _is_live(record, now):
+            progress(f"note: run {earlier} of this plan is in progress in another coordinator")
+        else:
+            run_id = earlier
+            progress(
+                f"resuming run {earlier} (interrupted; last progress"
+                f" {ago(now - record.updated_at)}, {_progress_text(record)})"
+            )
+    state.begin_run(run_id, plan.id, plan.sha256, plan.source_text)
+    return run_id
+
+
+def _released_before(
+    state: RunStateStore, store: ReleaseStore, plan: Plan, out: Path, progress: Progress
+) -> bool:
+    """Finish the steps of a run that was stored but not marked released (the coordinator was
+    stopped in between): without this, resuming it would publish a second release of it."""
+    earlier = state.unfinished_run(plan.sha256)
+    if earlier is None:
+        return False
+    stored = [r for r in store.list() if r.run_id == earlier]
+    if not stored:
+        return False
+    release_id = stored[-1].release_id
+    state.finish_run(earlier, "released", release_id)
+    progress(f"run {earlier} was released already as {stored[-1].ref} ({release_id})")
+    if not (out / "release.json").exists():
+        doc = store.get(release_id).document()
+        paths = write_release(doc, out)
+        progress(f"release {release_id} written: " + ", ".join(str(p) for p in paths))
+    return True
+
+
+def _snapshots(registry: NodeRegistry, known: dict[str, NodeSnapshot]) -> list[NodeSnapshot]:
+    """Snapshots of the nodes connected now, and of those seen earlier that have gone."""
+    seen = registry.last_seen()
+    current = registry.nodes()
+    for info in current:
+        known[info.institution_id] = NodeSnapshot(
+            institution_id=info.institution_id,
+            software_version=info.software_version,
+            protocol_version=info.protocol_version,
+            capabilities=tuple(info.capabilities),
+            connected=True,
+            connected_at=info.connected_at,
+            last_seen=seen.get(info.institution_id, info.connected_at),
+        )
+    here = {i.institution_id for i in current}
+    for nid, snap in known.items():
+        if nid not in here and snap.connected:
+            known[nid] = replace(snap, connected=False)
+    return list(known.values())
+
+
+async def _record_while_running(
+    registry: NodeRegistry, state: RunStateStore, run_id: str, known: dict[str, NodeSnapshot]
+) -> None:
+    """Every few seconds: which nodes are there, and that this coordinator is alive."""
+    log = logging.getLogger("publiek.coordinator")
+    while True:
+        snaps = _snapshots(registry, known)
+        try:
+            # Off the event loop: a synchronous commit waits for the disk.
+            await asyncio.to_thread(state.record_nodes, snaps)
+            await asyncio.to_thread(state.heartbeat, run_id)
+        except CoordinatorFileError as err:
+            # A status snapshot is not worth stopping a run for; say so and keep going.
+            log.warning("could not record nodes in %s: %s", state.path, err)
+        await asyncio.sleep(RECORD_INTERVAL_S)
+
+
 async def _run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     tls = _tls(args)
@@ -73,18 +185,56 @@ async def _run(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
 
-    registry = NodeRegistry()
-    server = CoordinatorServer(registry, args.coordinator_id, tls=tls)
-    port = await server.start(args.listen)
-    host = args.listen.rsplit(":", 1)[0]
-    progress(
-        f"listening on {host}:{port} ({'mTLS' if tls else 'PLAINTEXT'}),"
-        f" plan {plan.id!r} with {len(plan.analyses)} analysis(es),"
-        f" rho {plan.rho_per_node} per node"
-    )
-    if args.port_file:
-        args.port_file.write_text(f"{port}\n", encoding="utf-8")
+    # Both files are opened before the server listens, so a bad --state or --store stops the
+    # coordinator before any node is asked anything.
+    with RunStateStore(args.state) as state, ReleaseStore(args.store) as store:
+        if _released_before(state, store, plan, out, progress):
+            return 0
+        registry = NodeRegistry()
+        server = CoordinatorServer(registry, args.coordinator_id, tls=tls)
+        port = await server.start(args.listen)
+        known: dict[str, NodeSnapshot] = {}
+        run_id: str | None = None
+        recorder: asyncio.Task[None] | None = None
+        try:
+            host = args.listen.rsplit(":", 1)[0]
+            progress(
+                f"listening on {host}:{port} ({'mTLS' if tls else 'PLAINTEXT'}),"
+                f" plan {plan.id!r} with {len(plan.analyses)} analysis(es),"
+                f" rho {plan.rho_per_node} per node"
+            )
+            if args.port_file:
+                args.port_file.write_text(f"{port}\n", encoding="utf-8")
+            run_id = _start_run(state, plan, progress)
+            recorder = asyncio.create_task(_record_while_running(registry, state, run_id, known))
+            return await _run_and_publish(args, plan, tls, run_id, registry, state, store, progress)
+        finally:
+            if recorder is not None:
+                recorder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await recorder
+                _snapshots(registry, known)  # the last contacts, while the sessions exist
+            await server.stop()
+            if run_id is not None:
+                try:
+                    # The server is down: every node this run saw is disconnected now, and no
+                    # coordinator runs this run any more.
+                    state.record_nodes([replace(n, connected=False) for n in known.values()])
+                    state.heartbeat(run_id, alive=False)
+                except CoordinatorFileError as err:
+                    log.warning("could not record the stop in %s: %s", state.path, err)
 
+
+async def _run_and_publish(
+    args: argparse.Namespace,
+    plan: Plan,
+    tls: ServerTls | None,
+    run_id: str,
+    registry: NodeRegistry,
+    state: RunStateStore,
+    store: ReleaseStore,
+    progress: Progress,
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -93,6 +243,8 @@ async def _run(args: argparse.Namespace) -> int:
         coordinator_id=args.coordinator_id,
         wait_for_nodes=args.expect_nodes or plan.min_nodes,
         wait_timeout_s=args.wait_s,
+        run_id=run_id,
+        state=state,
         # With mTLS the coordinator checks nodes' signed round keys too and drops forgeries
         # early (the nodes check each other regardless).
         verifier=PeerVerifier.from_file(tls.ca) if tls is not None else None,
@@ -103,23 +255,211 @@ async def _run(args: argparse.Namespace) -> int:
         done, _ = await asyncio.wait({job, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if job not in done:
             job.cancel()
-            progress("interrupted; nothing released")
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+            # Left unfinished on purpose: an interrupted run is what resuming picks up.
+            progress(f"interrupted; nothing released; run {run_id} stays unfinished")
             return 1
         try:
             doc = job.result()
         except RunAborted as err:
+            state.finish_run(run_id, "aborted", None)
             progress(f"run aborted: {err}")
             return 1
-        paths = write_release(doc, out)
+        # The store first: it is the record of what was published. Should it fail, the files
+        # in --out are still written, so the release (its budget is spent) is not lost.
+        code = 0
+        try:
+            stored = store.put(doc)
+            progress(f"release {doc['release_id']} stored as {stored.ref} in {store.path}")
+        except StoreError as err:
+            progress(f"the release could NOT be stored in {store.path}: {err}")
+            code = 2
+        state.finish_run(run_id, "released", doc["release_id"])
+        paths = write_release(doc, args.out)
         progress(f"release {doc['release_id']} written: " + ", ".join(str(p) for p in paths))
-        return 0
+        return code
     finally:
         stopper.cancel()
-        await server.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     return asyncio.run(_run(args))
+
+
+def _is_live(run: RunRecord, now: float) -> bool:
+    """Is a coordinator still running this run (it said so within RUN_STALE_S)?"""
+    return run.status == "running" and run.alive_at is not None and now - run.alive_at < RUN_STALE_S
+
+
+def _shown_status(run: RunRecord, now: float) -> str:
+    if run.status == "running" and not _is_live(run, now):
+        return "interrupted"
+    return run.status
+
+
+def _connection(node: NodeSnapshot, now: float) -> str:
+    if not node.connected:
+        return "no"
+    return "yes" if now - node.last_seen < NODE_STALE_S else "unknown"
+
+
+def ago(seconds: float) -> str:
+    """A duration in the past as a person says it: "12 s ago", "4 min ago", "3 h ago"."""
+    s = max(0.0, seconds)
+    if s < 90:
+        return f"{s:.0f} s ago"
+    if s < 90 * 60:
+        return f"{s / 60:.0f} min ago"
+    if s < 36 * 3600:
+        return f"{s / 3600:.0f} h ago"
+    return f"{s / 86400:.0f} days ago"
+
+
+def _utc(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _progress_text(run: RunRecord) -> str:
+    text = f"{run.done}/{run.total} done"
+    return text + (f", {run.failed} failed" if run.failed else "")
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  " + "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    with RunStateStore(args.state, create=False) as state:
+        runs, nodes = state.runs(), state.nodes()
+    now = time.time()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "state_file": str(args.state),
+                    "now": now,
+                    "runs": [{**asdict(r), "shown_status": _shown_status(r, now)} for r in runs],
+                    "nodes": [
+                        {
+                            **asdict(n),
+                            "capabilities": list(n.capabilities),
+                            "connection": _connection(n, now),
+                            "seconds_since_last_seen": round(now - n.last_seen, 1),
+                        }
+                        for n in nodes
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"State: {args.state} (at {_utc(now)} UTC)")
+    print()
+    if not runs:
+        print("No runs yet.")
+    else:
+        print(f"Runs ({len(runs)}, newest first):")
+        print(
+            _table(
+                ["RUN", "PLAN", "STATUS", "ANALYSES", "STARTED (UTC)", "LAST CHANGE", "RELEASE"],
+                [
+                    [
+                        r.run_id,
+                        r.plan_id,
+                        _shown_status(r, now),
+                        _progress_text(r),
+                        _utc(r.created_at),
+                        ago(now - r.updated_at),
+                        r.release_id or "-",
+                    ]
+                    for r in runs
+                ],
+            )
+        )
+        if any(_shown_status(r, now) == "interrupted" for r in runs):
+            print(
+                "  interrupted: unfinished, and no coordinator has run it for"
+                f" {RUN_STALE_S:.0f} s or more (stopped or killed)"
+            )
+    print()
+    if not nodes:
+        print("No nodes seen yet.")
+    else:
+        print(f"Nodes ({len(nodes)}):")
+        print(
+            _table(
+                ["NODE", "VERSION", "PROTOCOL", "CONNECTED", "SINCE (UTC)", "LAST CONTACT"],
+                [
+                    [
+                        n.institution_id,
+                        n.software_version,
+                        f"v{n.protocol_version}",
+                        _connection(n, now),
+                        _utc(n.connected_at),
+                        ago(now - n.last_seen),
+                    ]
+                    for n in nodes
+                ],
+            )
+        )
+        if any(_connection(n, now) == "unknown" for n in nodes):
+            print(
+                "  unknown: recorded as connected, but not heard from for"
+                f" {NODE_STALE_S:.0f} s or more (is the coordinator running?)"
+            )
+    return 0
+
+
+def _cmd_releases(args: argparse.Namespace) -> int:
+    with ReleaseStore(args.store, create=False) as store:
+        releases = store.list()
+    print(f"Release store: {args.store}")
+    if not releases:
+        print("No releases yet.")
+        return 0
+    print(
+        _table(
+            ["RELEASE", "ID", "CREATED (UTC)", "MODE", "TABLES", "NODES", "TITLE"],
+            [
+                [
+                    r.ref,
+                    r.release_id,
+                    r.created_at.replace("T", " ")[:19],
+                    r.mode,
+                    str(r.n_tables),
+                    str(r.n_participants),
+                    r.title,
+                ]
+                for r in releases
+            ],
+        )
+    )
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    fmt: ExportFormat
+    if args.csv is not None:
+        fmt, dest = "csv", args.csv
+    elif args.json is not None:
+        fmt, dest = "json", args.json
+    else:
+        fmt, dest = "parquet", args.parquet
+    with ReleaseStore(args.store, create=False) as store:
+        stored = store.get(args.release)
+        paths = store.export(stored.release_id, fmt, dest)
+    print(f"{stored.ref} ({stored.release_id}), {stored.title}: {len(paths)} file(s) written")
+    for path in paths:
+        print(f"  {path}")
+    return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -134,6 +474,26 @@ def _cmd_check(args: argparse.Namespace) -> int:
         dims = " x ".join(f"{d.name}[{len(d.keys)}]" for d in q.dimensions)
         print(f"  {a.id}: {q.statistic} {q.measure} by {dims} = {q.n_cells} cells, rho {q.rho}")
     return 0
+
+
+def _state_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=DEFAULT_STATE,
+        metavar="FILE",
+        help=f"run state file (default: {DEFAULT_STATE} in the current folder)",
+    )
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        type=Path,
+        default=DEFAULT_STORE,
+        metavar="FILE",
+        help=f"release store (default: {DEFAULT_STORE} in the current folder)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,7 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("plan", type=Path, help="plan file (TOML)")
     run.add_argument("--listen", default="127.0.0.1:50051", help="host:port (port 0: any free)")
-    run.add_argument("--out", type=Path, required=True, help="folder for release.json and CSVs")
+    run.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="folder for release.json and CSVs (the release also goes into --store)",
+    )
     run.add_argument(
         "--expect-nodes",
         type=int,
@@ -187,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="plaintext, no node authentication: local demos only",
     )
     run.add_argument("--port-file", type=Path, help="write the port actually bound to this file")
+    _state_option(run)
+    _store_option(run)
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=_cmd_run)
 
@@ -194,6 +561,47 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("plan", type=Path)
     check.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
     check.set_defaults(func=_cmd_check)
+
+    status = sub.add_parser(
+        "status",
+        help="runs (newest first, with progress) and nodes (version, connected, last contact)",
+        description="Show what the state file records: every run with its progress and status,"
+        " and every node seen with its version, whether it is connected and when it was last"
+        " heard from. Safe to run while a coordinator is running.",
+    )
+    _state_option(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
+    status.set_defaults(func=_cmd_status)
+
+    releases = sub.add_parser(
+        "releases",
+        help="list the releases in the release store",
+        description="List every stored release: plan@version, id, when, mode, tables, nodes.",
+    )
+    _store_option(releases)
+    releases.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
+    releases.set_defaults(func=_cmd_releases)
+
+    export = sub.add_parser(
+        "export",
+        help="write a stored release as CSV, JSON or Parquet",
+        description="Write a stored release out: --csv and --parquet write one file per table"
+        " into a folder, --json the release document. Existing files are never overwritten.",
+    )
+    export.add_argument(
+        "release",
+        help="release id (rel-...), plan-id@version, or a plan id for its latest release",
+    )
+    _store_option(export)
+    target = export.add_mutually_exclusive_group(required=True)
+    target.add_argument("--csv", type=Path, metavar="DIR", help="one CSV per table into DIR")
+    target.add_argument("--json", type=Path, metavar="FILE", help="the release document")
+    target.add_argument(
+        "--parquet", type=Path, metavar="DIR", help="one Parquet file per table into DIR"
+    )
+    export.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
+    export.set_defaults(func=_cmd_export)
 
     ex = sub.add_parser("example-plan", help="print a commented plan")
     ex.add_argument("--log-level", default="warning", choices=["warning"])
@@ -211,11 +619,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (PlanError, UsageError, TlsConfigError, ReleaseExists, OSError) as err:
+    except (PlanError, UsageError, TlsConfigError, CoordinatorFileError, ReleaseExists) as err:
         print(f"publiek-coordinator: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (`status | head`): not an error worth a message. Point stdout
+        # at /dev/null so that Python's own flush at exit does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"publiek-coordinator: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 1
+    except Exception as err:  # our bug: one clear line, the detail only when asked for
+        if os.environ.get("PUBLIEK_DEBUG"):
+            raise
+        logging.getLogger("publiek.coordinator").debug("internal error", exc_info=True)
+        print(
+            f"publiek-coordinator: internal error ({type(err).__name__}: {err}). This is a bug"
+            " in publiek-coordinator; please report it. PUBLIEK_DEBUG=1 shows the details.",
+            file=sys.stderr,
+        )
+        return 70
 
 
 if __name__ == "__main__":

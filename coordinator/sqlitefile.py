@@ -12,8 +12,10 @@ running coordinator.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 STATE_FORMAT = "publiek.coordinator.state"
@@ -32,6 +34,64 @@ BUSY_TIMEOUT_S = 30.0
 
 class CoordinatorFileError(Exception):
     """A coordinator state or release-store file cannot be used (missing, corrupt, foreign)."""
+
+
+def _unreadable(path: Path, what: str, err: sqlite3.Error) -> str:
+    """Why a file cannot be used: damaged (an SQLite file whose pages are bad) or not SQLite."""
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(16)
+    except OSError:
+        header = b""
+    if header == b"SQLite format 3\x00":
+        return f"{path} is damaged ({err}); restore it from a backup (docs/operating.md)"
+    return f"{path} is not {what}: it is not an SQLite database ({err})"
+
+
+def _explain(path: Path, doing: str, err: sqlite3.Error) -> str:
+    # Plain DatabaseError is SQLite's "the file is bad"; its subclasses (OperationalError: locked,
+    # disk full, read-only; IntegrityError) are about this operation, not the file.
+    # A text column that is not UTF-8 is a damaged page too (sqlite3 reports it as an
+    # OperationalError, quoting the bytes: keep the message short).
+    if type(err) is sqlite3.DatabaseError or "Could not decode" in str(err):
+        return _unreadable(path, "an SQLite file", sqlite3.DatabaseError(str(err)[:120]))
+    return f"cannot {doing} {path}: {err}"
+
+
+@contextlib.contextmanager
+def transaction(
+    db: sqlite3.Connection, lock: threading.RLock, path: Path, error: type[CoordinatorFileError]
+) -> Iterator[sqlite3.Connection]:
+    """One write transaction that has committed (and, with synchronous=FULL, is on disk) when
+    the block ends; rolled back if the block raises.
+
+    IMMEDIATE takes the write lock before anything is read, so two processes never both decide
+    on the same stale view (say, the next version number).
+    """
+    with lock:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as err:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise error(_explain(path, "write", err)) from err
+
+
+@contextlib.contextmanager
+def reading(lock: threading.RLock, path: Path, error: type[CoordinatorFileError]) -> Iterator[None]:
+    """Reads: a damaged file becomes a clear error naming it, not an sqlite3 exception."""
+    with lock:
+        try:
+            yield
+        except sqlite3.Error as err:
+            raise error(_explain(path, "read", err)) from err
 
 
 def _meta(db: sqlite3.Connection) -> dict[str, str]:
@@ -106,7 +166,7 @@ def open_database(
                 str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
         except sqlite3.DatabaseError as err:
-            raise error(f"{path} is not {what}: it is not an SQLite database ({err})") from err
+            raise error(_unreadable(path, what, err)) from err
         if tables and "meta" not in tables:
             listed = ", ".join(sorted(tables)[:6])
             raise error(

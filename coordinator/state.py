@@ -29,12 +29,17 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator.sqlitefile import STATE_FORMAT, CoordinatorFileError, open_database
+from coordinator.sqlitefile import (
+    STATE_FORMAT,
+    CoordinatorFileError,
+    open_database,
+    reading,
+    transaction,
+)
 from protocols.plan import PlanError, parse_plan
 from protocols.version import software_version
 
@@ -197,25 +202,20 @@ class RunStateStore:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE: take the write lock before reading what the write depends on, so two
-        # processes never both decide on the same stale view.
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as err:
-                raise StateError(f"cannot write {self.path}: {err}") from err
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as err:
-                self._db.execute("ROLLBACK")
-                raise StateError(f"cannot write {self.path}: {err}") from err
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock, self.path, StateError)
+
+    def _reading(self) -> contextlib.AbstractContextManager[None]:
+        return reading(self._lock, self.path, StateError)
+
+    def _loads(self, text: str) -> Any:
+        try:
+            return json.loads(text)
+        except ValueError as err:
+            raise StateError(
+                f"{self.path} is damaged (a stored value is not JSON: {err}); restore it from"
+                " a backup (docs/operating.md)"
+            ) from err
 
     def _run_status(self, db: sqlite3.Connection, run_id: str) -> str:
         row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
@@ -276,7 +276,7 @@ class RunStateStore:
 
     def unfinished_run(self, plan_sha256: str) -> str | None:
         """The newest run of exactly this plan (by hash) that is still ``running``."""
-        with self._lock:
+        with self._reading():
             row = self._db.execute(
                 "SELECT run_id FROM runs WHERE plan_sha256 = ? AND status = ?"
                 " ORDER BY created_at DESC, rowid DESC LIMIT 1",
@@ -316,13 +316,13 @@ class RunStateStore:
             self._touch(db, run_id)
 
     def participants(self, run_id: str) -> list[str] | None:
-        with self._lock:
+        with self._reading():
             row = self._db.execute(
                 "SELECT participants FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
         if row is None:
             raise StateError(f"no run {run_id!r} in {self.path}")
-        return None if row[0] is None else [str(p) for p in json.loads(row[0])]
+        return None if row[0] is None else [str(p) for p in self._loads(row[0])]
 
     def finish_run(self, run_id: str, status: str, release_id: str | None) -> None:
         """Make the run final: ``released`` (with its release id), ``aborted`` or ``failed``
@@ -357,7 +357,7 @@ class RunStateStore:
 
     def runs(self) -> list[RunRecord]:
         """Every run, newest first, with its progress."""
-        with self._lock:
+        with self._reading():
             rows = self._db.execute(
                 "SELECT run_id, plan_id, plan_sha256, status, created_at, updated_at,"
                 " release_id, plan_analyses, alive_at FROM runs"
@@ -382,7 +382,7 @@ class RunStateStore:
                     updated_at=float(updated),
                     done=statuses.count("done"),
                     failed=statuses.count("failed"),
-                    total=len(set(json.loads(planned)) | set(seen)),
+                    total=len(set(self._loads(planned)) | set(seen)),
                     release_id=release_id,
                     alive_at=None if alive is None else float(alive),
                 )
@@ -436,7 +436,7 @@ class RunStateStore:
 
     def analyses(self, run_id: str) -> dict[str, AnalysisRecord]:
         """The run's recorded analyses, in the order they were recorded."""
-        with self._lock:
+        with self._reading():
             self._run_status(self._db, run_id)
             rows = self._db.execute(
                 "SELECT analysis_id, status, result, reason, charged FROM analyses"
@@ -447,9 +447,9 @@ class RunStateStore:
             aid: AnalysisRecord(
                 analysis_id=aid,
                 status=status,
-                result=None if result is None else json.loads(result),
+                result=None if result is None else self._loads(result),
                 reason=reason,
-                charged=[str(c) for c in json.loads(charged)],
+                charged=[str(c) for c in self._loads(charged)],
             )
             for aid, status, result, reason, charged in rows
         }
@@ -522,7 +522,7 @@ class RunStateStore:
 
     def stages(self, run_id: str, analysis_id: str) -> RoundCheckpoint | None:
         """The analysis's round in progress and its saved stages; None if no round started."""
-        with self._lock:
+        with self._reading():
             self._run_status(self._db, run_id)
             row = self._db.execute(
                 "SELECT round_id FROM rounds WHERE run_id = ? AND analysis_id = ?",
@@ -588,7 +588,7 @@ class RunStateStore:
 
     def nodes(self) -> list[NodeSnapshot]:
         """The latest snapshot of every node ever recorded, by institution id."""
-        with self._lock:
+        with self._reading():
             rows = self._db.execute(
                 "SELECT institution_id, software_version, protocol_version, capabilities,"
                 " connected, connected_at, last_seen FROM nodes ORDER BY institution_id"
@@ -598,7 +598,7 @@ class RunStateStore:
                 institution_id=i,
                 software_version=v,
                 protocol_version=int(p),
-                capabilities=tuple(json.loads(c)),
+                capabilities=tuple(self._loads(c)),
                 connected=bool(conn),
                 connected_at=float(at),
                 last_seen=float(seen),

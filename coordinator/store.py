@@ -26,7 +26,6 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +35,13 @@ import polars as pl
 
 from coordinator import release
 from coordinator.release import table_csv
-from coordinator.sqlitefile import STORE_FORMAT, CoordinatorFileError, open_database
+from coordinator.sqlitefile import (
+    STORE_FORMAT,
+    CoordinatorFileError,
+    open_database,
+    reading,
+    transaction,
+)
 from protocols.version import software_version
 
 SCHEMA_VERSION = 1
@@ -194,18 +199,11 @@ class ReleaseStore:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock first, so two coordinators storing releases of one
-        # plan at once serialise instead of both picking the same next version.
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock, self.path, StoreError)
+
+    def _reading(self) -> contextlib.AbstractContextManager[None]:
+        return reading(self._lock, self.path, StoreError)
 
     def put(self, doc: dict[str, Any]) -> StoredRelease:
         """Store a release document; it gets the next version of its plan.
@@ -240,32 +238,29 @@ class ReleaseStore:
             hashlib.sha256(text.encode("utf-8")).hexdigest(),
             text,
         )
-        try:
-            with self._transaction() as db:
-                existing = db.execute(
-                    "SELECT plan_id, version FROM releases WHERE release_id = ?", (release_id,)
-                ).fetchone()
-                if existing is not None:
-                    raise ReleaseExists(
-                        f"release {release_id} is already stored as {existing[0]}@{existing[1]}"
-                        f" in {self.path}; releases are immutable and stored once"
-                    )
-                (version,) = db.execute(
-                    "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE plan_id = ?",
-                    (plan_id,),
-                ).fetchone()
-                db.execute(
-                    "INSERT INTO releases (release_id, plan_id, version, title, run_id,"
-                    " plan_sha256, mode, created_at, stored_at, n_tables, n_participants,"
-                    " text_sha256, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*row[:2], version, *row[2:]),
+        with self._transaction() as db:
+            existing = db.execute(
+                "SELECT plan_id, version FROM releases WHERE release_id = ?", (release_id,)
+            ).fetchone()
+            if existing is not None:
+                raise ReleaseExists(
+                    f"release {release_id} is already stored as {existing[0]}@{existing[1]}"
+                    f" in {self.path}; releases are immutable and stored once"
                 )
-        except sqlite3.Error as err:
-            raise StoreError(f"cannot store release {release_id} in {self.path}: {err}") from err
+            (version,) = db.execute(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM releases WHERE plan_id = ?",
+                (plan_id,),
+            ).fetchone()
+            db.execute(
+                "INSERT INTO releases (release_id, plan_id, version, title, run_id,"
+                " plan_sha256, mode, created_at, stored_at, n_tables, n_participants,"
+                " text_sha256, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row[:2], version, *row[2:]),
+            )
         return self.get(release_id)
 
     def _row(self, where: str, params: tuple[Any, ...]) -> StoredRelease | None:
-        with self._lock:
+        with self._reading():
             row = self._db.execute(
                 f"SELECT {_SUMMARY_COLUMNS}, document, text_sha256 FROM releases WHERE {where}",  # noqa: S608 (fixed column list and clause)
                 params,
@@ -304,7 +299,7 @@ class ReleaseStore:
 
     def list(self) -> list[ReleaseSummary]:
         """Every stored release, oldest first (plans in the order they were first stored)."""
-        with self._lock:
+        with self._reading():
             rows = self._db.execute(
                 f"SELECT {_SUMMARY_COLUMNS} FROM releases ORDER BY stored_at, rowid"  # noqa: S608 (fixed column list)
             ).fetchall()
