@@ -274,6 +274,30 @@ def test_run_refuses_a_bad_state_file_before_listening(tmp_path: Path) -> None:
     assert "--state" in help_text and "--store" in help_text
 
 
+def test_a_run_stored_but_not_marked_released_is_finished_not_run_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The coordinator stored the release and was killed before it marked the run released.
+    p = store_plan("plan-a")
+    plan_file = tmp_path / "plan.toml"
+    plan_file.write_text(p.source_text, encoding="utf-8")
+    doc = make_release(p, 1)
+    with RunStateStore(tmp_path / "state.sqlite") as s, ReleaseStore(tmp_path / "r.sqlite") as r:
+        begin(s, doc["run_id"], p)
+        r.put(doc)
+    code, out, _ = main(
+        capsys, "run", str(plan_file), "--insecure", "--out", str(tmp_path / "out"),
+        "--state", str(tmp_path / "state.sqlite"), "--store", str(tmp_path / "r.sqlite"),
+    )  # fmt: skip
+    assert code == 0
+    assert f"run {doc['run_id']} was released already as plan-a@1" in out
+    with RunStateStore(tmp_path / "state.sqlite") as s, ReleaseStore(tmp_path / "r.sqlite") as r:
+        [run] = s.runs()
+        assert (run.status, run.release_id) == ("released", doc["release_id"])
+        assert [x.ref for x in r.list()] == ["plan-a@1"]  # no second release of that run
+        assert (tmp_path / "out" / "release.json").read_text() == r.get("plan-a").text
+
+
 # -- run, end to end -------------------------------------------------------------------------
 
 
