@@ -9,7 +9,9 @@ that returned: a finished analysis is never lost and never half-saved.
 What it holds:
 - runs: one row per run (plan, status, participants, release), status ``running`` until
   ``finish_run`` makes it ``released``, ``aborted`` or ``failed`` (all final). A run that is
-  still ``running`` when no coordinator runs it was interrupted and can be resumed;
+  still ``running`` when no coordinator runs it was interrupted and can be resumed; the
+  coordinator running it says so every few seconds (``heartbeat``), which is how ``status``
+  tells the two apart;
 - analyses: per run, the result of every finished analysis (``done``) or why it failed and
   which nodes were charged for it anyway (``failed``);
 - round checkpoints: per analysis, the secure-aggregation round in progress and every stage's
