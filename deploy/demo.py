@@ -29,6 +29,7 @@ NODE_TOML = """\
 # Written by the publiek demo. See `publiek-node example-config` for every option.
 institution_id = "{id}"
 institution_type = "{type}"
+institution_region = "{region}"
 
 [data]
 tickets = "{tickets}"
@@ -220,6 +221,7 @@ def run_demo(
                 NODE_TOML.format(
                     id=inst.institution_id,
                     type=inst.type,
+                    region=inst.region,
                     tickets=(out / "sector" / inst.institution_id / "ticket_line.csv").resolve(),
                     country=inst.country,
                     port=port,

@@ -80,7 +80,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     setup = setup_from_config(config)
     loaded = load(setup.source, setup.settings, setup.geography, setup.as_of)
-    table = loaded.table
+    # The institution's own region is a key of its own (institution_region), like its type.
+    table = replace(loaded.table, institution_region=config.institution_region)
     for line in loaded.report.summary_lines():
         log.info("%s", line.strip())
     for note in loaded.report.notices:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -17,16 +17,18 @@ from typing import Any
 from node.geo import Location
 from node.ingest.pipeline import DEFAULT_MAX_BAD_SHARE
 from node.ledger import BudgetCap, Period
-from node.policy import Policy
+from node.policy import Policy, PolicyError, parse_policy, read_policy_file
 from node.tls import TlsFiles
 from privacy.budget import InvalidBudget, Rho
-from protocols.messages import ReleaseMode
+from protocols.geography import REGION_CODES
 from protocols.vocabulary import INSTITUTION_TYPES
 
 EXAMPLE = """\
 # publiek node configuration. Paths are relative to this file.
 institution_id = "inst-01"          # as in your certificate; agreed with the sector body
 institution_type = "theatre"        # one of: {types}
+institution_region = "NL-NH"        # your own province, ISO 3166-2 (NL-UT, BE-VAN, ...;
+                                    # BE-BRU for Brussels, BE-WAL for Wallonia)
 
 [data]                              # see docs/node-data.md
 tickets = "data/ticket_line.csv"    # your ticket export: CSV or Parquet
@@ -68,12 +70,21 @@ path = "state/ledger.sqlite"        # back this file up: it is your record of ev
 [budget]                            # your cap; no coordinator can raise it
 rho_cap = "1.0"                     # zCDP rho per period (see docs/privacy-budget.md)
 period = "year"                     # year | quarter | month | total
-max_rho_per_task = "0.5"
 
-[policy]
+[policy]                            # what you are willing to answer; checked before any charge.
+                                    # Or keep it in a file of its own: file = "policy.toml"
 allowed_modes = ["secure"]          # secure: the coordinator only ever sees sums over
                                     # institutions; add "open" to let it see your own noisy
                                     # answer (per-institution benchmarking, tiny federations)
+max_rho_per_task = "0.5"            # the most one task may cost
+# max_rho_per_run = "0.6"           # the most all tasks of one run together may cost
+# allowed_statistics = ["S1", "S2", "S3", "S4", "S5", "S6"]
+# allowed_measures = ["tickets", "visits", "orders", "bookers", "revenue_cents"]
+# min_n_min = 2                     # secure: only in sums of at least this many institutions
+# max_cells = 100000                # the largest table
+# max_contribution = {{ tickets = 256, revenue_cents = 100000 }}   # per customer and table
+# allow_social_tariff = false       # true: also release tables that break out the social
+#                                   # tariff (it can reveal poverty)
 """.format(types=", ".join(INSTITUTION_TYPES))
 
 
@@ -137,6 +148,8 @@ class NodeConfig:
     policy: Policy
     match_key_file: Path | None = None
     geography: GeographyConfig = field(default_factory=GeographyConfig)
+    # The institution's own region (a key of protocols.geography), for institution_region.
+    institution_region: str = "UNKNOWN"
 
     @property
     def tickets(self) -> Path | None:
@@ -213,20 +226,12 @@ def parse_config(raw: dict[str, Any], base: Path, source: str = "node config") -
     cap = BudgetCap(rho("budget.rho_cap", "1.0"), period)
     max_task = rho("budget.max_rho_per_task", "0.5")
 
-    modes_raw = _get(raw, "policy.allowed_modes")
-    modes = frozenset({ReleaseMode.SECURE})  # open mode is an institution's explicit opt-in
-    if modes_raw is not None:
-        try:
-            modes = frozenset(ReleaseMode(m) for m in modes_raw)
-        except (ValueError, TypeError):
-            problems.append('policy.allowed_modes must be a list of "open" and/or "secure"')
-    stats_raw = _get(raw, "policy.allowed_statistics")
-    stats = None
-    if stats_raw is not None:
-        if isinstance(stats_raw, list) and all(isinstance(s, str) for s in stats_raw):
-            stats = frozenset(stats_raw)
-        else:
-            problems.append("policy.allowed_statistics must be a list of names such as 'S1'")
+    policy = _policy_section(raw, base, problems, _get(raw, "budget.max_rho_per_task"), max_task)
+    institution_region = text("institution_region", required=False, default="UNKNOWN") or ""
+    if institution_region not in REGION_CODES:
+        problems.append(
+            f"institution_region {institution_region!r} is not one of {', '.join(REGION_CODES)}"
+        )
 
     if problems:
         raise ConfigError(source, problems)
@@ -239,10 +244,61 @@ def parse_config(raw: dict[str, Any], base: Path, source: str = "node config") -
         tls=tls,
         ledger_path=ledger_path,
         cap=cap,
-        policy=Policy(max_rho_per_task=max_task, allowed_modes=modes, allowed_statistics=stats),
+        policy=policy,
+        institution_region=institution_region,
         match_key_file=match_key_file,
         geography=geography,
     )
+
+
+def _policy_section(
+    raw: dict[str, Any],
+    base: Path,
+    problems: list[str],
+    legacy_task_cap: Any,
+    legacy_value: Rho,
+) -> Policy:
+    """``[policy]`` inline, or ``[policy] file = "policy.toml"``; every problem reported."""
+    table = _get(raw, "policy")
+    if table is None:
+        table = {}
+    if not isinstance(table, dict):
+        problems.append("[policy] must be a table")
+        return Policy()
+    fields: dict[str, Any] = table
+    where = "policy."
+    if "file" in table:
+        inline = sorted(k for k in table if k != "file")
+        if inline:
+            problems.append(
+                f"[policy] names a file and also sets {', '.join(inline)}: keep the policy in"
+                " one place"
+            )
+        name = table["file"]
+        if not isinstance(name, str) or not name.strip():
+            problems.append('policy.file must be a file name such as "policy.toml"')
+            return Policy()
+        path = (base / name.strip()).resolve()
+        try:
+            fields = read_policy_file(path)
+        except PolicyError as err:
+            problems.extend(err.problems)
+            return Policy()
+        where = f"{path}: "
+    try:
+        policy = parse_policy(fields, where)
+    except PolicyError as err:
+        problems.extend(err.problems)
+        policy = Policy()
+    if legacy_task_cap is not None:
+        # The older place of this cap ([budget]) still works; two places would be ambiguous.
+        if "max_rho_per_task" in fields:
+            problems.append(
+                "max_rho_per_task is set both in [budget] and in the policy: keep the policy's"
+            )
+        else:
+            policy = replace(policy, max_rho_per_task=legacy_value)
+    return policy
 
 
 def _data_section(

@@ -124,7 +124,9 @@ class TaskHandler:
     # --- open mode ---------------------------------------------------------------------------
 
     def _histogram(self, task: Task, query: HistogramQuery, requester: str) -> TaskResult:
-        self.policy.check(query)
+        self.policy.check(
+            query, spent_in_run=self.ledger.spent_in_run(task.run_id, excluding=task.task_id)
+        )
         mechanism = mechanism_for(query)
         outcome = self.ledger.begin(self._charge_request(task, query, requester))
         if isinstance(outcome, StoredAnswer):
@@ -195,7 +197,11 @@ class TaskHandler:
     def _admit(self, task: Task, setup: SecAggSetup, requester: str) -> None:
         """Refuse at setup what would be refused later: policy, budget, an earlier contribution."""
         query = setup.query
-        self.policy.check(query)
+        self.policy.check(
+            query,
+            n_min=setup.n_min,
+            spent_in_run=self.ledger.spent_in_run(task.run_id, excluding=task.task_id),
+        )
         problem = self.ledger.preflight(self._charge_request(task, query, requester))
         if problem is not None:
             raise problem

@@ -349,6 +349,22 @@ class Ledger:
         with self._lock:
             return self._spent_in(self._db, key)
 
+    def spent_in_run(self, run_id: str, *, excluding: str | None = None) -> Rho:
+        """What the tasks of one run have cost, in every period (for a per-run policy cap).
+
+        ``excluding`` leaves one task out: asking again about a task that was already charged
+        is not a new cost.
+        """
+        total = Rho.zero()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT rho FROM charges WHERE run_id = ? AND task_id != ?",
+                (run_id, excluding if excluding is not None else ""),
+            ).fetchall()
+        for (rho,) in rows:
+            total = total + Rho.parse(rho)
+        return total
+
     def _left(self, spent: Rho) -> Rho:
         # A cap lowered below what was already spent leaves nothing, not a negative budget.
         return self.cap.rho - spent if spent <= self.cap.rho else Rho.zero()
