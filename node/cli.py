@@ -24,9 +24,12 @@ from node.ingest.problems import DEFAULT_ROWS_SHOWN
 from node.ingest.sources import SourceError, file_source
 from node.ingest.starter import starter_mapping
 from node.ledger import Ledger, LedgerError
+from node.preview import preview_plan, read_budget, render
 from node.report import write_report
 from node.tls import TlsConfigError
 from protocols.identity import IdentityError, PeerVerifier, Signer
+from protocols.messages import ReleaseMode
+from protocols.plan import PlanError, load_plan
 from protocols.version import PROTOCOL_VERSION, software_version
 
 DESCRIPTION = """\
@@ -44,12 +47,16 @@ first steps:
   publiek-node report --config node.toml --out audience.html
                                              your own audience, exact numbers, stays with you
   publiek-node example-config > node.toml    write a commented configuration to edit
+  publiek-node preview plan.toml --config node.toml
+                                             what a plan would release, at what cost, and
+                                             whether your policy and budget accept it
   publiek-node run --config node.toml        connect to the coordinator and answer tasks
   publiek-node ledger --config node.toml     see what left this node, and what budget remains
 
-exit codes: 0 done (check: the data passed), 1 check: the data failed, 2 configuration or
-data problem, 3 incompatible with the coordinator (protocol version, identity), 4 gave up
-reaching the coordinator (--max-attempts), 70 an internal error (a bug: please report it).
+exit codes: 0 done (check: the data passed; preview: everything acceptable), 1 check: the
+data failed (preview: something would be refused), 2 configuration, plan or data problem,
+3 incompatible with the coordinator (protocol version, identity), 4 gave up reaching the
+coordinator (--max-attempts), 70 an internal error (a bug: please report it).
 """
 
 
@@ -223,6 +230,30 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_preview(args: argparse.Namespace) -> int:
+    try:
+        plan = load_plan(args.plan)
+    except PlanError as err:
+        print(f"publiek-node: the plan cannot be used: {err}", file=sys.stderr)
+        return 2
+    config = load_config(args.config)
+    # Secure rounds need at least two participants, and n_min of them must survive.
+    participants = args.participants or max(plan.min_nodes, 2)
+    if plan.mode is ReleaseMode.SECURE and participants < max(plan.min_nodes, 2):
+        return _fail(
+            f"--participants {participants} is below what the plan needs"
+            f" (min_nodes {plan.min_nodes}, and a secure round needs at least 2)"
+        )
+    table = None
+    if args.show_values:
+        setup = setup_from_config(config)
+        loaded = load(setup.source, setup.settings, setup.geography, setup.as_of)
+        table = replace(loaded.table, institution_region=config.institution_region)
+    preview = preview_plan(plan, config, participants, read_budget(config), table)
+    print(render(preview, args.plan))
+    return 0 if preview.accepted else 1
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
     data_path: Path = args.path
     mapping_path: Path = args.mapping_out
@@ -287,6 +318,16 @@ def _share(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -331,6 +372,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     led.add_argument("--config", type=Path, required=True, help="node configuration (TOML)")
     led.set_defaults(func=_cmd_ledger)
+
+    pre = sub.add_parser(
+        "preview",
+        help="show what a plan would release, at what cost, and whether your policy accepts it",
+        description="Read a plan and show, for every analysis, exactly what this node would"
+        " release (statistic, measure, table, contribution bound, mode), its privacy cost and"
+        " the noise this node adds, what is left of your budget, and whether your policy"
+        " accepts it. Nothing is sent and nothing is spent. Exit 0: everything acceptable;"
+        " 1: something would be refused; 2: the plan or configuration cannot be used.",
+    )
+    pre.add_argument("plan", type=Path, help="the plan (TOML), as the sector body sent it")
+    pre.add_argument("--config", type=Path, required=True, help="node configuration (TOML)")
+    pre.add_argument(
+        "--participants",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="secure mode: how many institutions you expect to take part (default: the"
+        " plan's min_nodes); the noise share each adds depends on it",
+    )
+    pre.add_argument(
+        "--show-values",
+        action="store_true",
+        help="also print your own exact, contribution-bounded tables (read from your data;"
+        " they never leave this machine)",
+    )
+    pre.set_defaults(func=_cmd_preview)
 
     ex = sub.add_parser("example-config", help="print a commented configuration file")
     ex.set_defaults(func=lambda _args: print(EXAMPLE, end="") or 0)
@@ -390,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             print(err.report.format(), file=sys.stderr)
             return _fail("the data cannot be used (see above)")
         return _fail(str(err))
-    except (ConfigError, LedgerError, TlsConfigError, IdentityError) as err:
+    except (ConfigError, LedgerError, TlsConfigError, IdentityError, PlanError) as err:
         return _fail(str(err))
     except OSError as err:
         return _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
