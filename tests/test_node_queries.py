@@ -480,3 +480,33 @@ def test_the_engine_covers_the_whole_contract() -> None:
     """A measure or dimension added to the contract fails here until the node computes it."""
     assert set(SUPPORTED_MEASURES) == set(MEASURES)
     assert set(SUPPORTED_DIMENSIONS) == set(PUBLIC_DIMENSIONS)
+
+
+# Values that are also public vocabulary or dates shared by every row of the test data.
+PUBLIC_VALUES = {"paid", "online_own", "toneel", "full", "V1", "NL", "2024-01-02T10:00:00"}
+
+
+def test_the_ticket_table_holds_nothing_identifying(tickets_file: Callable[..., Path]) -> None:
+    rows = [
+        ticket_row(
+            ticket_id=f"TICKET-{i:03d}",
+            order_id=f"ORDER-{i // 2:03d}",
+            customer_id=f"CUST-{i // 3:03d}",
+            performance_id=f"PERF-{i % 4}",
+            email=f"person{i // 3}@example.nl",
+            postcode=f"35{i % 10}1 XY",
+            birth_year=str(1931 + i),
+            price_paid_eur="12.34",
+        )
+        for i in range(30)
+    ]
+    table = load_ticket_lines(tickets_file(rows))
+    raw = {str(v) for r in rows for k, v in r.items() if k != "price_paid_eur"}
+    raw |= {r["postcode"].replace(" ", "") for r in rows} | {r["postcode"][:4] for r in rows}
+    for frame in (table.frame, table.customers):
+        found = {str(v) for c in frame.columns for v in frame[c].cast(pl.String).unique()}
+        leaked = {v for v in found & raw if v not in PUBLIC_VALUES}
+        assert not leaked, f"identifying values in {frame.columns}: {leaked}"
+        assert not {"customer_id", "email", "postcode", "birth_year", "ticket_id"} & set(
+            frame.columns
+        )
