@@ -161,6 +161,8 @@ def _summary(out: Path, release: dict[str, Any], sector: Sector, elapsed: float)
         print(f"  {out / (t['analysis_id'] + '.csv')}   the table as CSV")
     first = out / "nodes" / release["participants"][0]["institution_id"] / "node.toml"
     print(f"  publiek-node ledger --config {first}   what left one institution")
+    print(f"  publiek-coordinator releases --store {out / 'releases.sqlite'}   the release store")
+    print(f"  publiek-coordinator status --state {out / 'state.sqlite'}   runs and nodes")
     print(f"  {out / 'logs'}/   coordinator and node logs")
 
 
@@ -196,6 +198,10 @@ def run_demo(
             str(plan),
             "--listen", "127.0.0.1:0",
             "--port-file", str(port_file),
+            # The demo's own state and release store, in its output folder: a demo never
+            # resumes or versions against another one's files.
+            "--state", str(out / "state.sqlite"),
+            "--store", str(out / "releases.sqlite"),
             "--out", str(out),
             "--expect-nodes", str(len(ids)),
             "--wait-s", "120",

@@ -47,5 +47,5 @@ def test_demo_runs_and_leaves_a_release(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert ledger.returncode == 0
-    assert "remaining: rho 0.9" in ledger.stdout
+    assert "remaining: rho 0.8" in ledger.stdout  # two tables at rho 0.1 of a cap of 1
     assert "answered" in ledger.stdout and "publiek-demo-coordinator" in ledger.stdout
