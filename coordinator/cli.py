@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,26 +87,64 @@ def _tls(args: argparse.Namespace) -> ServerTls | None:
     return ServerTls(ca=args.ca, cert=args.cert, key=args.key)
 
 
+def _lock_path(state: Path) -> Path:
+    return state.with_name(state.name + ".lock")
+
+
+@contextlib.contextmanager
+def _sole_coordinator(state: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the state file for as long as this coordinator runs.
+
+    The operating system drops the lock when the process ends, however it ends (SIGKILL, power
+    cut), so a coordinator that gets the lock knows that no other one is running on this state:
+    an unfinished run in it was interrupted and is safe to resume. A heartbeat could not tell a
+    coordinator killed a second ago from a live one.
+    """
+    path = _lock_path(state)
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise UsageError(
+                f"another publiek-coordinator is running with the state file {state};"
+                " stop it first, or give this one another --state"
+            ) from err
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _coordinator_running(state: Path) -> bool:
+    """Does a coordinator hold this state file's lock right now?"""
+    path = _lock_path(state)
+    if not path.exists():
+        return False
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
 def _start_run(state: RunStateStore, plan: Plan, progress: Progress) -> str:
     """The run id to run the plan under, recorded in the state file.
 
-    An interrupted run of this same plan (same text, same hash) is resumed: the runner skips
-    what it finished and nodes are not charged twice. A run that another coordinator on this
-    state file is running right now is left alone, and a new run starts.
+    Called holding the state file's lock: an unfinished run of this same plan (same text, same
+    hash) was interrupted, and is resumed: the runner skips what it finished and no node is
+    charged twice.
     """
     earlier = state.unfinished_run(plan.sha256)
     run_id = new_run_id(plan)
     if earlier is not None:
         record = next(r for r in state.runs() if r.run_id == earlier)
-        now = time.time()
-        if _is_live(record, now):
-            progress(f"note: run {earlier} of this plan is in progress in another coordinator")
-        else:
-            run_id = earlier
-            progress(
-                f"resuming run {earlier} (interrupted; last progress"
-                f" {ago(now - record.updated_at)}, {_progress_text(record)})"
-            )
+        run_id = earlier
+        progress(
+            f"resuming run {earlier} (interrupted; last progress"
+            f" {ago(time.time() - record.updated_at)}, {_progress_text(record)})"
+        )
     state.begin_run(run_id, plan.id, plan.sha256, plan.source_text)
     return run_id
 
@@ -187,7 +227,11 @@ async def _run(args: argparse.Namespace) -> int:
 
     # Both files are opened before the server listens, so a bad --state or --store stops the
     # coordinator before any node is asked anything.
-    with RunStateStore(args.state) as state, ReleaseStore(args.store) as store:
+    with (
+        _sole_coordinator(args.state),
+        RunStateStore(args.state) as state,
+        ReleaseStore(args.store) as store,
+    ):
         if _released_before(state, store, plan, out, progress):
             return 0
         registry = NodeRegistry()
@@ -294,8 +338,9 @@ def _is_live(run: RunRecord, now: float) -> bool:
     return run.status == "running" and run.alive_at is not None and now - run.alive_at < RUN_STALE_S
 
 
-def _shown_status(run: RunRecord, now: float) -> str:
-    if run.status == "running" and not _is_live(run, now):
+def _shown_status(run: RunRecord, now: float, coordinator_running: bool = True) -> str:
+    # Unfinished and nobody holds the state file (or its coordinator has gone silent).
+    if run.status == "running" and not (coordinator_running and _is_live(run, now)):
         return "interrupted"
     return run.status
 
@@ -340,13 +385,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with RunStateStore(args.state, create=False) as state:
         runs, nodes = state.runs(), state.nodes()
     now = time.time()
+    live = _coordinator_running(args.state)
     if args.json:
         print(
             json.dumps(
                 {
                     "state_file": str(args.state),
                     "now": now,
-                    "runs": [{**asdict(r), "shown_status": _shown_status(r, now)} for r in runs],
+                    "runs": [
+                        {**asdict(r), "shown_status": _shown_status(r, now, live)} for r in runs
+                    ],
                     "nodes": [
                         {
                             **asdict(n),
@@ -374,7 +422,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
                     [
                         r.run_id,
                         r.plan_id,
-                        _shown_status(r, now),
+                        _shown_status(r, now, live),
                         _progress_text(r),
                         _utc(r.created_at),
                         ago(now - r.updated_at),
@@ -384,10 +432,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 ],
             )
         )
-        if any(_shown_status(r, now) == "interrupted" for r in runs):
+        if any(_shown_status(r, now, live) == "interrupted" for r in runs):
             print(
-                "  interrupted: unfinished, and no coordinator has run it for"
-                f" {RUN_STALE_S:.0f} s or more (stopped or killed)"
+                "  interrupted: unfinished, and no coordinator is running it (stopped or"
+                " killed); running the same plan again resumes it"
             )
     print()
     if not nodes:

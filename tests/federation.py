@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -36,7 +37,7 @@ path = "ledger.sqlite"
 rho_cap = "{cap}"
 period = "year"
 [policy]
-allowed_modes = ["open"]
+allowed_modes = {modes}
 """
 
 
@@ -50,6 +51,7 @@ def write_node_config(
     cap: str = "1.0",
     country: str = "NL",
     cert_of: str | None = None,
+    modes: tuple[str, ...] = ("open",),
 ) -> Path:
     """A node configuration; ``cert_of`` lets a test give a node someone else's certificate."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -68,6 +70,7 @@ def write_node_config(
             port=port,
             tls=tls,
             cap=cap,
+            modes=json.dumps(list(modes)),
         )
     )
     return path

@@ -4,14 +4,16 @@ and messages, never a traceback."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -72,6 +74,22 @@ def test_status_of_an_empty_state_file(tmp_path: Path) -> None:
 
 
 @pytest.fixture
+def coordinator_holding(tmp_path: Path) -> Iterator[Callable[[Path], None]]:
+    """Take a state file's lock as a running coordinator does (the OS drops it on exit)."""
+    held: list[Any] = []
+
+    def hold(state: Path) -> None:
+        fh = state.with_name(state.name + ".lock").open("a+")
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.append(fh)
+
+    yield hold
+    for fh in held:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+@pytest.fixture
 def populated(tmp_path: Path) -> Path:
     path = tmp_path / "state.sqlite"
     now = time.time()
@@ -97,8 +115,11 @@ def populated(tmp_path: Path) -> Path:
 
 
 def test_status_shows_runs_newest_first_and_nodes(
-    populated: Path, capsys: pytest.CaptureFixture[str]
+    populated: Path,
+    capsys: pytest.CaptureFixture[str],
+    coordinator_holding: Callable[[Path], None],
 ) -> None:
+    coordinator_holding(populated)  # a coordinator is running run-d-live right now
     assert coordinator_main(["status", "--state", str(populated)]) == 0
     out = capsys.readouterr().out
     runs = [line.split() for line in out.splitlines() if line.strip().startswith("run-")]
@@ -107,7 +128,7 @@ def test_status_shows_runs_newest_first_and_nodes(
     assert "1/3 done, 1 failed" in out
     assert "0/3 done" in out
     assert "rel-00000000000000aa" in out
-    assert "interrupted: unfinished, and no coordinator has run it" in out
+    assert "interrupted: unfinished, and no coordinator is running it" in out
     nodes = {line.split()[0]: line for line in out.splitlines() if "inst-0" in line}
     assert nodes["inst-01"].split()[1:4] == ["0.1.0", "v1", "yes"]
     assert nodes["inst-01"].endswith("12 s ago")
@@ -118,7 +139,10 @@ def test_status_shows_runs_newest_first_and_nodes(
     assert "unknown: recorded as connected, but not heard from" in out
 
 
-def test_status_json(populated: Path, tmp_path: Path) -> None:
+def test_status_json(
+    populated: Path, tmp_path: Path, coordinator_holding: Callable[[Path], None]
+) -> None:
+    coordinator_holding(populated)
     result = cli("status", "--state", str(populated), "--json", cwd=tmp_path)
     assert result.returncode == 0
     parsed = json.loads(result.stdout)
@@ -450,3 +474,22 @@ def test_run_keeps_state_and_store_and_resumes_an_interrupted_run(federation: Fe
     ]
     listing = cli("releases", cwd=folder)
     assert "demo-s1-2024-open@2" in listing.stdout
+
+
+def test_a_run_without_a_coordinator_is_interrupted_and_a_second_coordinator_is_refused(
+    populated: Path, tmp_path: Path, coordinator_holding: Callable[[Path], None]
+) -> None:
+    # Nobody holds the lock: even a run whose heartbeat is fresh was interrupted (killed).
+    parsed = json.loads(cli("status", "--state", str(populated), "--json", cwd=tmp_path).stdout)
+    assert {r["run_id"]: r["shown_status"] for r in parsed["runs"]}["run-d-live"] == "interrupted"
+    # With the lock held, a second coordinator on the same state refuses to start.
+    coordinator_holding(populated)
+    plan = Path(__file__).resolve().parent.parent / "deploy" / "plans" / "s1-open.toml"
+    result = cli(
+        "run", str(plan), "--insecure", "--listen", "127.0.0.1:0", "--out", str(tmp_path / "o"),
+        "--state", str(populated), "--store", str(tmp_path / "r.sqlite"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "another publiek-coordinator is running with the state file" in result.stderr
+    assert "Traceback" not in result.stderr
