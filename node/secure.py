@@ -59,7 +59,10 @@ from protocols.secagg import (
 )
 
 ROUND_TTL_S = 6 * 3600.0  # a round not finished in six hours is abandoned
-MAX_OPEN_ROUNDS = 64
+MAX_OPEN_ROUNDS = 64  # unfinished rounds at once: more is a coordinator misbehaving
+# Finished rounds are kept (their last answer only, for an identical re-send after a coordinator
+# restart) up to this many, oldest dropped first.
+MAX_FINISHED_ROUNDS = 1024
 _POINT_BYTES = 4
 
 
@@ -130,8 +133,11 @@ class SecAggClient:
                         f"round {request.round_id} is unknown here (never set up, expired, or"
                         " this node restarted); it cannot take part any more"
                     )
-                if len(self._rounds) >= MAX_OPEN_ROUNDS:
+                finished = [r for r, st in self._rounds.items() if st.done == len(STAGE_ORDER) - 1]
+                if len(self._rounds) - len(finished) >= MAX_OPEN_ROUNDS:
                     raise SecAggRefused("too many secure rounds open at once")
+                for old in finished[: max(0, len(finished) - MAX_FINISHED_ROUNDS + 1)]:
+                    del self._rounds[old]
                 state = self._new_round(request.round_id, request.stage)
                 self._rounds[request.round_id] = state
             name = STAGE_NAMES[type(request.stage)]

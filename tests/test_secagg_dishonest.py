@@ -14,6 +14,7 @@ from node.secure import SecAggRefused
 from privacy.secagg import keys as kx
 from protocols.identity import Signer
 from protocols.secagg import (
+    STAGE_ORDER,
     EncryptedShares,
     MaskedVector,
     NodeSignature,
@@ -220,3 +221,20 @@ def test_a_refusal_reaches_the_coordinator_as_a_reason(fed: Federation) -> None:
     assert result.outcome.code is ErrorCode.SECAGG_REFUSED
     assert "unknown here" in result.outcome.message
     assert np.all(fed.vectors["inst-000"] == fed.vectors["inst-000"])  # untouched
+
+
+def test_finished_rounds_do_not_block_new_ones_but_open_ones_are_limited(
+    fed: Federation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import node.secure as secure
+
+    monkeypatch.setattr(secure, "MAX_OPEN_ROUNDS", 3)
+    client = fed.clients["inst-000"]
+    for i in range(3):
+        client.handle(SecAggRequest(f"open-{i}", setup_msg()))
+    with pytest.raises(SecAggRefused, match="too many secure rounds open at once"):
+        client.handle(SecAggRequest("open-3", setup_msg()))
+    for state in client._rounds.values():  # as if each had run to its end
+        state.done = len(STAGE_ORDER) - 1
+    for i in range(3, 6):
+        client.handle(SecAggRequest(f"open-{i}", setup_msg()))  # finished ones make room
