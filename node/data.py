@@ -70,7 +70,7 @@ class TicketTable:
     ``frame``, one row per ticket: unit, has_account, order, performance (opaque Int64 codes,
     and whether the unit is a customer account rather than an anonymous order), order_status,
     channel, discipline, price_type, year ("2024"), quarter ("2024Q3"), region (the customer's
-    home region), price_cents, lead_time_band and order_size_band (labels of
+    home region, one per customer), price_cents, lead_time_band and order_size_band (labels of
     ``protocols.bands``; null on tickets that do not count).
 
     ``customers``, one row per (unit, year) with counted tickets: unit, year and the keys of

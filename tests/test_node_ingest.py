@@ -457,6 +457,9 @@ def test_warnings_keep_the_row_without_the_value(tmp_path: Path) -> None:
         ticket_row(ticket_id="T4", country="Narnia"),
         ticket_row(ticket_id="T5", country="Nederland", postcode="3511 AB"),
     ]
+    # One customer each: a ticket's region is its customer's home region.
+    for i, r in enumerate(rows):
+        r.update(customer_id=f"C{i}", order_id=f"O{i}")
     loaded = load_with(write_tickets(tmp_path / "t.csv", rows), key=MatchKeySecret(KEY, tmp_path))
     assert loaded.report.quarantined == 0 and loaded.table.rows == 5
     kinds = set(loaded.report.problems["kind"])

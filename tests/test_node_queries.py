@@ -83,10 +83,12 @@ def hand_made_rows() -> Iterator[dict[str, Any]]:
     for i in range(14):
         order(f"O0-{i}", "C0", 12 + i % 12, 1 + i % 3, lead_days=i * 9)
     # C1..C3 come in both years; C4 only in 2024; C5's only 2023 order was refunded.
+    # C3 moved from Utrecht to Amsterdam: its home (the last postcode) counts for every ticket.
     for c in (1, 2, 3):
         for i in range(c):
             order(f"O{c}-a{i}", f"C{c}", 2 + 3 * i, 2, lead_days=40 + i)
-            order(f"O{c}-b{i}", f"C{c}", 14 + 2 * i + c, 2 + i, lead_days=c)
+            moved = {"postcode": "1012 AB"} if c == 3 else {}
+            order(f"O{c}-b{i}", f"C{c}", 14 + 2 * i + c, 2 + i, lead_days=c, **moved)
     order("O4", "C4", 20, 4, lead_days=120)
     order("O5-old", "C5", 5, 2, lead_days=10, status="refunded")
     order("O5-new", "C5", 17, 1, lead_days=0)
@@ -130,7 +132,13 @@ FREQ = [(1, "1"), (2, "2"), (3, "3-5"), (6, "6-10"), (11, "11+")]
 class Reference:
     def __init__(self, path: Path, institution_type: str, institution_region: str) -> None:
         with path.open(newline="", encoding="utf-8") as fh:
-            self.rows = [r for r in csv.DictReader(fh) if r["order_status"] == "paid"]
+            every = list(csv.DictReader(fh))
+        self.rows = [r for r in every if r["order_status"] == "paid"]
+        # A customer's home: the last postcode they gave, in the export's row order.
+        self.home: dict[str, str] = {}
+        for r in every:
+            if r["postcode"]:
+                self.home[self.unit(r)] = r["postcode"]
         self.node = {"institution_type": institution_type, "institution_region": institution_region}
         self.order_size: dict[str, int] = defaultdict(int)
         self.visits: dict[tuple[str, int], set[str]] = defaultdict(set)
@@ -158,7 +166,7 @@ class Reference:
         if dim == "quarter":
             return f"{year}Q{(start.month - 1) // 3 + 1}"
         if dim == "region":
-            return POSTCODES.get(r["postcode"], "?") if r.get("postcode") is not None else None
+            return POSTCODES[self.home.get(self.unit(r), "")]
         if dim == "lead_time_band":
             days = (start - datetime.fromisoformat(r["order_datetime"])).days
             return _band(max(days, 0), LEAD, unknown=False)

@@ -144,9 +144,11 @@ def minimise(
         order.alias("order"),
         _codes(good["performance_id"], _PERFORMANCE_SEED).alias("performance"),
         good["customer_id"].is_not_null().alias("has_account"),
-        region_of_area_expr(area, pl.col("country")).alias("region"),
-        # Area and country travel together in one number (Belgian areas + 10000).
-        (area + pl.when(pl.col("country") == "BE").then(10_000).otherwise(0)).alias("_area_key"),
+        # Area and country travel together in one number (Belgian areas + 10000); an area
+        # without a known Dutch or Belgian country places no one (the check says so).
+        pl.when(pl.col("country").is_in(["NL", "BE"]))
+        .then(area + pl.when(pl.col("country") == "BE").then(10_000).otherwise(0))
+        .alias("_area_key"),
     )
     # Each unit's home: its last postcode area in the export's row order (exports list orders
     # in time order), its last country, its last birth year and e-mail address.
@@ -175,6 +177,8 @@ def minimise(
         .sort("unit")
     )
     addresses = per_unit.select("unit", "email") if settings.match_key is not None else None
+    # A ticket's region is its buyer's home region: one per customer, so a customer who moved
+    # is counted in one region (the last), as in the features.
     lines = good.select(
         "unit",
         "has_account",
@@ -188,7 +192,11 @@ def minimise(
         "performance_start",
         "price_paid_eur",
         "venue_id",
-        "region",
+    ).join(
+        homes.select("unit", pl.col("home_region").alias("region")),
+        on="unit",
+        how="left",
+        maintain_order="left",
     )
     return lines, homes, addresses
 
