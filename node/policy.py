@@ -70,7 +70,7 @@ class Policy:
     min_n_min: int = 2
     max_cells: int = MAX_CELLS
     # None: no cap beyond the plan's; otherwise per measure (a measure not named: no cap).
-    max_contribution: Mapping[str, int] | None = None
+    max_contribution: Mapping[str, int] | None = field(default=None, hash=False)
     allow_social_tariff: bool = False
 
     def reasons(
