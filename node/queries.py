@@ -42,9 +42,8 @@ from node.data import CUSTOMER_KEYS, TicketTable
 from privacy.bounding import ContributionBound, bounded_histogram
 from privacy.mechanisms import GaussianHistogram
 from privacy.noise import IntVector
-from protocols.dimensions import PUBLIC_DIMENSIONS
 from protocols.errors import ErrorCode, PublicError
-from protocols.messages import MEASURES, HistogramQuery
+from protocols.messages import HistogramQuery
 from protocols.vocabulary import COUNTED_STATUSES
 
 # Keys that are properties of the answering institution, not of its tickets.
@@ -172,12 +171,3 @@ def bounded_counts(
         query.n_cells,
         effective_bound(query),
     )
-
-
-def describe_measure(measure: str) -> str:
-    return MEASURES.get(measure, measure)
-
-
-def describe_dimension(name: str) -> str:
-    spec = PUBLIC_DIMENSIONS.get(name)
-    return spec.description if spec is not None else name
