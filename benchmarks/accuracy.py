@@ -134,7 +134,9 @@ def run(n: int, scale: float, reps: int, work: Path) -> dict[str, float]:
             q = queries[aid]
             central = DiscreteGaussian.for_budget(q.bound.l2_sensitivity, q.rho)
             noisy = central.sample(bound_truth.astype(np.int64)).astype(np.float64)
-            central_tables.append(NoisyTable(aid, q.measure, q.dimensions, noisy, central.scale**2))
+            central_tables.append(
+                NoisyTable(aid, q.measure, q.dimensions, noisy, central.scale**2, q.years)
+            )
         for aid, est in post_process(central_tables).items():
             total = float(bounded[aid].sum())
             central_err.append((est.values - bounded[aid], total))

@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from privacy.intervals import sum_half_width
-from protocols.messages import ADDITIVE_OVER, Dimension
+from protocols.messages import ADDITIVE_OVER, PER_CUSTOMER_YEAR, Dimension
 
 EXACT_LIMIT = 50_000
 _Z95 = sum_half_width([1.0], 0.95)  # 1.959963...
@@ -54,6 +54,7 @@ class NoisyTable:
     dimensions: tuple[Dimension, ...]
     values: FloatArray  # noisy sums, row-major over the dimensions' keys
     variance: float  # noise variance of every cell
+    years: tuple[int, int] = (0, 0)  # the period the table counts (first, last year)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,7 @@ class _Family:
 
 def _compatible(finest: NoisyTable, t: NoisyTable) -> bool:
     """Is ``t`` the sum of ``finest`` over some of its dimensions?"""
-    if t.measure != finest.measure:
+    if t.measure != finest.measure or t.years != finest.years:
         return False
     keys = {d.name: d.keys for d in finest.dimensions}
     if not all(d.name in keys and keys[d.name] == d.keys for d in t.dimensions):
@@ -116,7 +117,13 @@ def _compatible(finest: NoisyTable, t: NoisyTable) -> bool:
     summed = set(keys) - {d.name for d in t.dimensions}
     # Only where the measure adds up over what is summed out (bookers over disciplines do not:
     # one booker of two disciplines is in both cells but once in the total).
-    return summed <= ADDITIVE_OVER.get(t.measure, frozenset())
+    if not summed <= ADDITIVE_OVER.get(t.measure, frozenset()):
+        return False
+    # A booker's age band and new/returning key are set per year: over a period
+    # of several years one booker can be in two age bands but is once in a table without them,
+    # unless the year itself is kept apart.
+    spans_years = t.years[0] != t.years[1] and "year" not in {d.name for d in t.dimensions}
+    return not (spans_years and summed & PER_CUSTOMER_YEAR)
 
 
 def families(tables: list[NoisyTable]) -> list[_Family]:

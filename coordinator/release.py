@@ -116,6 +116,7 @@ def build_release(
                 dimensions=t.analysis.query.dimensions,
                 values=np.asarray(t.sums, dtype=np.float64),
                 variance=t.sd_total**2,
+                years=t.analysis.query.years,
             )
             for t in tables
         ]

@@ -22,7 +22,7 @@ DISTANCE_BANDS: Final[tuple[Band, ...]] = (
     ("30-60 km", 30),
     ("60+ km", 60),
 )
-# Age at the as-of date (years).
+# Age in years: in the year of the performance for tables, at the as-of date for the features.
 AGE_BANDS: Final[tuple[Band, ...]] = (
     ("0-17", 0),
     ("18-34", 18),

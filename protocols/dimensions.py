@@ -73,7 +73,7 @@ PUBLIC_DIMENSIONS: Final[dict[str, DimensionSpec]] = {
         ),
         DimensionSpec(
             "age_band",
-            "the customer's age at the as-of date",
+            "the customer's age in the year of the cell (from the birth year)",
             bands.keys(bands.AGE_BANDS, unknown=True),
         ),
         DimensionSpec(

@@ -36,6 +36,9 @@ MEASURES: Final[dict[str, str]] = {
 _PER_CUSTOMER: Final[frozenset[str]] = frozenset(
     {"region", "institution_type", "institution_region", "age_band", "distance_band", "returning"}
 )
+# Of those, the keys a customer has per year (age, new or returning): constant within one year
+# only, so bookers add up over them only in tables of one year (or split by year).
+PER_CUSTOMER_YEAR: Final[frozenset[str]] = frozenset({"age_band", "returning"})
 _PER_VISIT: Final[frozenset[str]] = _PER_CUSTOMER | {
     "discipline",
     "quarter",

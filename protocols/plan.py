@@ -160,6 +160,13 @@ def _analysis(
         bound = ContributionBound(int(raw.get("max_cells", 0)), int(raw.get("max_per_cell", 0)))
     except (InvalidBound, TypeError, ValueError) as err:
         problems.append(f"{where}: {err}")
+    if measure == "bookers" and bound is not None and bound.max_per_cell != 1:
+        # The node counts a booker once per cell whatever the plan says; noise calibrated to a
+        # larger bound would only make the table worse.
+        problems.append(
+            f"{where}: bookers counts each customer at most once in a cell: max_per_cell must"
+            f" be 1, not {bound.max_per_cell}"
+        )
     rho: Rho | None = None
     try:
         rho = Rho.parse(str(raw.get("rho", "")))

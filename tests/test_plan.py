@@ -103,3 +103,13 @@ def test_a_plan_can_pick_some_keys_of_a_dimension() -> None:
     text = "\n".join(err.value.problems)
     assert "not in its public set: ['gratis']" in text
     assert "keys.channel names a dimension the analysis does not have" in text
+
+
+def test_bookers_must_be_bounded_at_one_per_cell() -> None:
+    # A booker is counted once per cell by the node; a larger bound only adds noise.
+    bookers = EXAMPLE.replace('measure = "tickets"', 'measure = "bookers"')
+    assert 'measure = "bookers"' in bookers
+    with pytest.raises(PlanError, match="max_per_cell must be 1, not 8"):
+        parse_plan(bookers)
+    [a] = parse_plan(bookers.replace("max_per_cell = 8", "max_per_cell = 1")).analyses
+    assert a.query.bound.l2_sensitivity == pytest.approx(a.query.bound.max_cells**0.5)

@@ -3,6 +3,8 @@ weighted least-squares solution, and its intervals are honest (checked by simula
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -125,6 +127,37 @@ def test_distinct_counts_are_not_forced_to_add_up() -> None:
     est = post_process(tabs)
     assert est["age"].family == ("age_t", "age")  # bookers add up over institution types
     assert est["age_d"].family == ("age_d",)
+
+
+def test_tables_of_other_periods_are_not_marginals() -> None:
+    # Disciplines in 2024 are not the 2023-2024 table summed over quarters.
+    rng = np.random.default_rng(5)
+    q2 = Dimension("quarter", quarters(2023, 2024))
+    dq = noisy("dq", (D, q2), rng.uniform(100, 200, 40), 5, rng)
+    d_one = noisy("d", (D,), rng.uniform(100, 200, 5), 5, rng)
+    two_years = post_process([replace(dq, years=(2023, 2024)), replace(d_one, years=(2024, 2024))])
+    assert two_years["d"].family == ("d",)
+    same = post_process([replace(dq, years=(2023, 2024)), replace(d_one, years=(2023, 2024))])
+    assert same["d"].family == ("dq", "d")
+
+
+def test_bookers_add_up_over_age_only_within_one_year() -> None:
+    # Over 2023-2024 a booker who turns 35 is in two age bands but once in the total.
+    rng = np.random.default_rng(6)
+    age = Dimension("age_band", ("18-34", "35-49"))
+    year = Dimension("year", ("2023", "2024"))
+
+    def family_of(tabs: list[NoisyTable], years: tuple[int, int], table: str) -> tuple[str, ...]:
+        return post_process([replace(t, years=years) for t in tabs])[table].family
+
+    by_age = noisy("age_t", (age, T), rng.uniform(100, 200, 6), 5, rng, measure="bookers")
+    total_t = noisy("t", (T,), rng.uniform(100, 200, 3), 5, rng, measure="bookers")
+    assert family_of([by_age, total_t], (2024, 2024), "t") == ("age_t", "t")
+    assert family_of([by_age, total_t], (2023, 2024), "t") == ("t",)
+    # Kept apart by year, the age bands of one year do add up again.
+    by_age_year = noisy("ay", (age, year), rng.uniform(100, 200, 4), 5, rng, measure="bookers")
+    per_year = noisy("y", (year,), rng.uniform(100, 200, 2), 5, rng, measure="bookers")
+    assert family_of([by_age_year, per_year], (2023, 2024), "y") == ("ay", "y")
 
 
 def test_suppression_flags_cells_within_their_error_of_zero() -> None:
