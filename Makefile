@@ -21,8 +21,9 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 install: $(STAMP)
 
 ## demo: a local federation of 12 synthetic institutions over mTLS gRPC, ending in a release
+## (PLAN=deploy/plans/sector-2024.toml runs all seventeen S1-S6 tables instead of the S1 pair)
 demo: $(STAMP)
-	$(PY) -m deploy.demo
+	$(PY) -m deploy.demo $(if $(PLAN),--plan $(PLAN))
 
 ## test: lint, type-check and the whole test suite (slow statistical tests: make test-slow)
 test: $(STAMP) lint typecheck test-fast
