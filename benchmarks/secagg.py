@@ -53,6 +53,7 @@ from protocols.messages import ReleaseMode, Task, TaskResult
 from protocols.plan import parse_plan
 from protocols.secagg import SecAggRequest, SecAggResponse, SecAggSetup
 from synthetic import SectorConfig, generate_sector
+from tests.federation import write_node_config
 from tests.secagg_harness import query as harness_query
 
 REPO = Path(__file__).resolve().parent.parent
@@ -231,28 +232,6 @@ def versus_flower(n: int, length: int, degree: int, work: Path, repeats: int) ->
     }
 
 
-NODE_TOML = """\
-institution_id = "{id}"
-institution_type = "{type}"
-[data]
-tickets = "{tickets}"
-country = "{country}"
-[coordinator]
-address = "127.0.0.1:{port}"
-server_name = "localhost"
-[tls]
-ca = "{ca}"
-cert = "{cert}"
-key = "{key}"
-[ledger]
-path = "ledger.sqlite"
-[budget]
-rho_cap = "10"
-[policy]
-allowed_modes = ["secure"]
-"""
-
-
 def grpc_rounds(n: int, rounds: int, work: Path) -> dict[str, Any]:
     """Secure rounds with n node processes (``publiek-node run``) over mTLS gRPC on loopback."""
     import subprocess
@@ -282,20 +261,16 @@ def grpc_rounds(n: int, rounds: int, work: Path) -> dict[str, Any]:
             started = time.perf_counter()
             for inst in sector.institutions:
                 folder = work / "nodes" / inst.institution_id
-                folder.mkdir(parents=True)
-                pair = pki.nodes[inst.institution_id]
-                config = folder / "node.toml"
-                config.write_text(
-                    NODE_TOML.format(
-                        id=inst.institution_id,
-                        type=inst.type,
-                        tickets=work / "sector" / inst.institution_id / "ticket_line.csv",
-                        country=inst.country,
-                        port=port,
-                        ca=pki.ca,
-                        cert=pair.cert,
-                        key=pair.key,
-                    )
+                config = write_node_config(
+                    folder,
+                    inst.institution_id,
+                    inst.type,
+                    work / "sector" / inst.institution_id / "ticket_line.csv",
+                    port,
+                    pki,
+                    cap="10",
+                    country=inst.country,
+                    modes=("secure",),
                 )
                 log = (folder / "node.log").open("w")
                 procs.append(
