@@ -232,6 +232,7 @@ async def run_secure_round(
                 continue
         advertised[node] = k
     u1 = sorted(advertised)
+    _enough(r, "setup", u1, params.n_min)
 
     # 2. Shares.
     requests: dict[str, SecAggStage] = {
@@ -250,6 +251,7 @@ async def run_secure_round(
         for e in bundle.shares:
             inbox[e.recipient].append(e)
     u2.sort()
+    _enough(r, "share keys", u2, params.n_min)
     u2_set = set(u2)
 
     # 3. Masked inputs.
@@ -347,6 +349,20 @@ async def run_secure_round(
         bytes_to_node=r.sent,
         bytes_from_node=r.received,
         stage_seconds={**r.seconds, "unmask arithmetic": time.perf_counter() - unmask_started},
+    )
+
+
+def _enough(r: _Round, stage: str, left: list[str], n_min: int) -> None:
+    """Stop before anyone is charged once fewer than n_min are left (inputs are charged only
+    when they are masked, the stage after these)."""
+    if len(left) >= n_min:
+        return
+    why = "; ".join(f"{node}: {reason}" for node, reason in sorted(r.dropped.items()))
+    raise SecureRoundFailed(
+        f"only {len(left)} institutions are left after {stage}; the plan needs {n_min} for its"
+        f" privacy guarantee, so no input was asked for and no one was charged"
+        + (f" ({why})" if why else ""),
+        (),
     )
 
 

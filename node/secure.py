@@ -288,6 +288,13 @@ class SecAggClient:
             raise SecAggRefused(f"the share holders of round {state.round_id} omit {self.me}")
         if not u2 <= set(state.setup.participants):
             raise SecAggRefused("the share holders include institutions not in the round")
+        if len(u2) < state.setup.n_min:
+            # Fewer than n_min could ever be summed: answering would spend budget on a round
+            # that cannot release anything.
+            raise SecAggRefused(
+                f"only {len(u2)} institutions hold shares in round {state.round_id}, fewer than"
+                f" the {state.setup.n_min} it needs; not charging for a round that cannot release"
+            )
         expected = sorted(v for v in state.peers if v in u2)
         by_sender: dict[str, EncryptedShare] = {}
         for e in stage.shares:

@@ -168,6 +168,27 @@ def test_survivor_sets_below_n_min_are_not_signed(fed: Federation) -> None:
         ask(fed, "inst-000", SecAggConsistency(("inst-000", "inst-001")))
 
 
+def test_input_is_not_given_when_fewer_than_n_min_hold_shares(fed: Federation) -> None:
+    # n_min 5, but the coordinator goes on to masking with only four share holders: the round
+    # could never release, so the node neither masks its input nor charges its ledger for it.
+    keys = {i: ask(fed, i, setup_msg(n_min=5)) for i in IDS}
+    shares = {
+        i: ask(fed, i, SecAggShareKeys(tuple(keys[j] for j in IDS if j != i)))  # type: ignore[misc]
+        for i in IDS
+    }
+    four = tuple(IDS[:4])
+    inbox = tuple(
+        e
+        for sender, s in shares.items()
+        if sender in four
+        for e in s.shares  # type: ignore[attr-defined]
+        if e.recipient == "inst-000"
+    )
+    with pytest.raises(SecAggRefused, match=r"only 4 institutions hold shares.*fewer than the 5"):
+        ask(fed, "inst-000", SecAggMaskedInput(four, inbox))
+    assert "inst-000" not in fed.contributed
+
+
 # --- replays and order ------------------------------------------------------------------------
 
 
