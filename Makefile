@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-slow lint typecheck bench protos lock install clean postgres-server
+.PHONY: demo test test-fast test-slow lint typecheck bench protos lock install clean postgres-server \
+	chromium
 
 # The virtual environment is created on first use and re-installed when the dependencies change.
 $(PY):
@@ -14,7 +15,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml constraints.txt
 	@echo "installing publiek and its pinned dependencies into $(VENV) (log: $(VENV)/install.log)"
 	@( $(PY) -m pip install --upgrade "pip>=24" \
-	  && $(PY) -m pip install -c constraints.txt -e '.[dev,flower]' ) > $(VENV)/install.log 2>&1 \
+	  && $(PY) -m pip install -c constraints.txt -e '.[dev,flower,dashboard]' ) > $(VENV)/install.log 2>&1 \
 	  || { tail -40 $(VENV)/install.log; echo "install failed: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
@@ -35,7 +36,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test-fast: $(STAMP) postgres-server
+test-fast: $(STAMP) postgres-server chromium
 	$(BIN)/pytest -m "not slow"
 
 # The SQL-source test runs against a real PostgreSQL server that it starts and throws away
@@ -55,6 +56,24 @@ postgres-server:
 	  echo "      tests/test_node_ingest_postgres.py will be skipped"; \
 	fi
 
+# The dashboard's end-to-end tests (tests/test_dashboard_browser.py) drive Debian's headless
+# chromium through chromedriver. They are not optional: as root (CI) both are installed when
+# missing; otherwise install them (apt-get install chromium chromium-driver) or the tests fail
+# and say so.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  mkdir -p $(VENV); \
+	  echo "installing chromium for the dashboard's browser tests (apt-get; log: $(VENV)/chromium-install.log)"; \
+	  ( apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    chromium chromium-driver ) > $(VENV)/chromium-install.log 2>&1 \
+	  || { tail -20 $(VENV)/chromium-install.log; \
+	       echo "chromium could not be installed: the dashboard's browser tests will fail"; }; \
+	else \
+	  echo "note: no chromium/chromedriver (Debian packages 'chromium' 'chromium-driver') and not"; \
+	  echo "      root: install them, or tests/test_dashboard_browser.py fails"; \
+	fi
+
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
 
@@ -70,7 +89,7 @@ protos: $(STAMP)
 lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
 	.lockenv/bin/pip install --quiet --upgrade "pip>=24"
-	.lockenv/bin/pip install --quiet '.[dev,flower]'
+	.lockenv/bin/pip install --quiet '.[dev,flower,dashboard]'
 	.lockenv/bin/pip freeze --exclude publiek > constraints.txt
 	rm -rf .lockenv
 
