@@ -318,7 +318,7 @@ class ReleaseStore:
         if fmt == "json":
             _refuse_existing([dest])
             dest.parent.mkdir(parents=True, exist_ok=True)
-            _write_exclusive(dest, stored.text.encode("utf-8"))
+            write_exclusive(dest, stored.text.encode("utf-8"))
             return [dest]
         doc = stored.document()
         if dest.exists() and not dest.is_dir():
@@ -328,13 +328,10 @@ class ReleaseStore:
         _refuse_existing([p for _, p in targets])
         dest.mkdir(parents=True, exist_ok=True)
         for table, path in targets:
-            if fmt == "csv":
-                data = table_csv(table).encode("utf-8")
-            else:
-                buf = io.BytesIO()
-                table_frame(table).write_parquet(buf, metadata=_parquet_metadata(stored, table))
-                data = buf.getvalue()
-            _write_exclusive(path, data)
+            data = (
+                table_csv(table).encode("utf-8") if fmt == "csv" else table_parquet(stored, table)
+            )
+            write_exclusive(path, data)
         return [p for _, p in targets]
 
 
@@ -347,7 +344,8 @@ def _refuse_existing(paths: list[Path]) -> None:
         )
 
 
-def _write_exclusive(path: Path, data: bytes) -> None:
+def write_exclusive(path: Path, data: bytes) -> None:
+    """Write a new file (never an existing one) and make sure it is whole on disk."""
     try:
         fh = path.open("xb")
     except FileExistsError:
@@ -391,6 +389,14 @@ def table_frame(table: dict[str, Any]) -> pl.DataFrame:
         dtype: pl.DataType = pl.String() if name in dims else _dtype(values)
         columns[name] = pl.Series(name, values, dtype=dtype, strict=True)
     return pl.DataFrame(columns)
+
+
+def table_parquet(stored: ReleaseSummary, table: dict[str, Any]) -> bytes:
+    """One table of a stored release as the Parquet file ``export`` writes (the dashboard
+    serves the same bytes)."""
+    buf = io.BytesIO()
+    table_frame(table).write_parquet(buf, metadata=_parquet_metadata(stored, table))
+    return buf.getvalue()
 
 
 def _parquet_metadata(stored: ReleaseSummary, table: dict[str, Any]) -> dict[str, str]:
