@@ -23,7 +23,7 @@ from coordinator.runner import Progress, RunAborted, RunSettings, new_run_id, ru
 from coordinator.server import CoordinatorServer, ServerTls, TlsConfigError
 from coordinator.sqlitefile import CoordinatorFileError
 from coordinator.state import NodeSnapshot, RunRecord, RunStateStore
-from coordinator.store import ExportFormat, ReleaseStore, StoreError
+from coordinator.store import ExportFormat, ReleaseStore, StoreError, write_exclusive
 from protocols.identity import PeerVerifier
 from protocols.plan import EXAMPLE, Plan, PlanError, load_plan
 from protocols.version import PROTOCOL_VERSION, software_version
@@ -33,6 +33,8 @@ from protocols.version import PROTOCOL_VERSION, software_version
 # find each other without options.
 DEFAULT_STATE = Path("publiek-state.sqlite")
 DEFAULT_STORE = Path("publiek-releases.sqlite")
+# What `serve` shows unless told otherwise: the store `make demo` writes (from the repository).
+DEMO_STORE = Path("demo-output/releases.sqlite")
 
 # How often a running coordinator records its nodes and that it is alive; a run whose
 # coordinator has been silent for RUN_STALE_S is shown as interrupted, a node not heard from for
@@ -58,6 +60,8 @@ first steps:
   publiek-coordinator status                         runs and nodes (from another terminal)
   publiek-coordinator releases                       every release stored
   publiek-coordinator export demo-s1-2024 --csv out/ the latest release of a plan, as CSV
+  publiek-coordinator serve --store publiek-releases.sqlite
+                                                     the dashboard on http://127.0.0.1:8000/
 
 state: runs and nodes in publiek-state.sqlite, releases in publiek-releases.sqlite, in the
 current folder unless --state / --store say otherwise.
@@ -494,6 +498,8 @@ def _cmd_releases(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    if args.html is not None:
+        return _cmd_export_html(args)
     fmt: ExportFormat
     if args.csv is not None:
         fmt, dest = "csv", args.csv
@@ -508,6 +514,45 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for path in paths:
         print(f"  {path}")
     return 0
+
+
+def _dashboard_missing(err: ModuleNotFoundError) -> UsageError:
+    return UsageError(
+        f"the dashboard needs {err.name}, which is not installed here:"
+        " pip install 'publiek[dashboard]'"
+    )
+
+
+def _cmd_export_html(args: argparse.Namespace) -> int:
+    try:
+        from coordinator.dashboard.pages import report
+    except ModuleNotFoundError as err:
+        raise _dashboard_missing(err) from err
+    dest: Path = args.html
+    if dest.is_dir():
+        raise UsageError(f"{dest} is a folder; --html takes the name of the file to write")
+    with ReleaseStore(args.store, create=False) as store:
+        stored = store.get(args.release)
+        page = report(stored)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_exclusive(dest, page.encode("utf-8"))
+    print(f"{stored.ref} ({stored.release_id}), {stored.title}: report written")
+    print(f"  {dest}   one file with every chart, table and download; opens without a network")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from coordinator.dashboard.serve import serve
+    except ModuleNotFoundError as err:
+        raise _dashboard_missing(err) from err
+    if args.store == DEMO_STORE and not DEMO_STORE.exists():
+        raise UsageError(
+            f"no release store at {DEMO_STORE} (the default: what `make demo` writes, seen from"
+            " the repository); run `make demo` there, or give --store FILE (a coordinator's own"
+            f" store is {DEFAULT_STORE})"
+        )
+    return serve(args.store, args.host, args.port)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -631,6 +676,30 @@ def build_parser() -> argparse.ArgumentParser:
     releases.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
     releases.set_defaults(func=_cmd_releases)
 
+    serve = sub.add_parser(
+        "serve",
+        help="the policymakers' dashboard: releases as charts, tables and downloads",
+        description="Serve the release store as a web dashboard: a catalogue of releases; per"
+        " release charts with error bars, the tables behind them, CSV/JSON/Parquet downloads,"
+        " the privacy cost and provenance in plain language; a methodology page; a JSON API"
+        " (/api, /openapi.json). No JavaScript, nothing fetched from elsewhere. Runs until"
+        " Ctrl-C.",
+    )
+    serve.add_argument(
+        "--store",
+        type=Path,
+        default=DEMO_STORE,
+        metavar="FILE",
+        help=f"release store to show (default: {DEMO_STORE}, the one `make demo` writes; a"
+        f" coordinator's own is {DEFAULT_STORE})",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (8000; 0: any free port)"
+    )
+    serve.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
+    serve.set_defaults(func=_cmd_serve)
+
     export = sub.add_parser(
         "export",
         help="write a stored release as CSV, JSON or Parquet",
@@ -647,6 +716,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--json", type=Path, metavar="FILE", help="the release document")
     target.add_argument(
         "--parquet", type=Path, metavar="DIR", help="one Parquet file per table into DIR"
+    )
+    target.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="one self-contained HTML report (charts, tables, downloads; opens offline)",
     )
     export.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
     export.set_defaults(func=_cmd_export)
