@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHMARKS = ["noise", "ingest", "secagg", "accuracy"]
+BENCHMARKS = ["noise", "ingest", "secagg", "accuracy", "load"]
 
 
 def main(argv: list[str] | None = None) -> int:
