@@ -17,6 +17,9 @@ from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from coordinator.ca import CaError
+from coordinator.ca_cli import add_ca_parser
+from coordinator.health import HealthUsageError, add_health_parser
 from coordinator.registry import NodeRegistry
 from coordinator.release import ReleaseExists, write_release
 from coordinator.runner import Progress, RunAborted, RunSettings, new_run_id, run_plan
@@ -25,6 +28,7 @@ from coordinator.sqlitefile import CoordinatorFileError
 from coordinator.state import NodeSnapshot, RunRecord, RunStateStore
 from coordinator.store import ExportFormat, ReleaseStore, StoreError, write_exclusive
 from protocols.identity import PeerVerifier
+from protocols.logs import LOG_FORMATS, default_log_format, setup_logging
 from protocols.plan import EXAMPLE, Plan, PlanError, load_plan
 from protocols.version import PROTOCOL_VERSION, software_version
 
@@ -77,18 +81,18 @@ class UsageError(ValueError):
 
 
 def _tls(args: argparse.Namespace) -> ServerTls | None:
-    given = [a for a in ("ca", "cert", "key") if getattr(args, a) is not None]
+    given = [a for a in ("ca", "cert", "key", "crl") if getattr(args, a, None) is not None]
     if args.insecure and given:
         raise UsageError(
             "--insecure conflicts with --" + ", --".join(given) + ": choose TLS or plaintext"
         )
     if args.insecure:
         return None
-    if len(given) != 3:
+    if len([a for a in given if a != "crl"]) != 3:
         raise UsageError(
             "mutual TLS needs --ca, --cert and --key (or --insecure for a local demo only)"
         )
-    return ServerTls(ca=args.ca, cert=args.cert, key=args.key)
+    return ServerTls(ca=args.ca, cert=args.cert, key=args.key, crl=getattr(args, "crl", None))
 
 
 def _lock_path(state: Path) -> Path:
@@ -225,8 +229,12 @@ async def _run(args: argparse.Namespace) -> int:
             " Use this only for a local demo."
         )
     started = time.monotonic()
+    json_logs = getattr(args, "log_format", "text") == "json"
 
     def progress(message: str) -> None:
+        if json_logs:  # one stream of JSON lines for the log pipeline, progress included
+            log.info("%s", message, extra={"event": "progress"})
+            return
         print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
 
     # Both files are opened before the server listens, so a bad --state or --store stops the
@@ -295,7 +303,7 @@ async def _run_and_publish(
         state=state,
         # With mTLS the coordinator checks nodes' signed round keys too and drops forgeries
         # early (the nodes check each other regardless).
-        verifier=PeerVerifier.from_file(tls.ca) if tls is not None else None,
+        verifier=PeerVerifier.from_file(tls.ca, tls.crl) if tls is not None else None,
     )
     job = asyncio.create_task(run_plan(plan, registry, settings, progress))
     stopper = asyncio.create_task(stop.wait())
@@ -640,6 +648,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cert", type=Path, help="this coordinator's certificate (PEM)")
     run.add_argument("--key", type=Path, help="this coordinator's private key (PEM)")
     run.add_argument(
+        "--crl",
+        type=Path,
+        help="the sector CA's revocation list (PEM): revoked nodes are refused; re-read when"
+        " the file changes",
+    )
+    run.add_argument(
         "--insecure",
         action="store_true",
         help="plaintext, no node authentication: local demos only",
@@ -648,6 +662,13 @@ def build_parser() -> argparse.ArgumentParser:
     _state_option(run)
     _store_option(run)
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-format",
+        default=default_log_format(),
+        choices=LOG_FORMATS,
+        help="text, or json: one object a line, progress included (default: $PUBLIEK_LOG_FORMAT"
+        " or text)",
+    )
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser("check-plan", help="validate a plan and show what it asks")
@@ -726,6 +747,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--log-level", default="warning", choices=["debug", "info", "warning"])
     export.set_defaults(func=_cmd_export)
 
+    add_ca_parser(sub)
+    add_health_parser(sub)
+
     ex = sub.add_parser("example-plan", help="print a commented plan")
     ex.add_argument("--log-level", default="warning", choices=["warning"])
     ex.set_defaults(func=lambda _args: print(EXAMPLE, end="") or 0)
@@ -734,15 +758,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s publiek-coordinator %(levelname)s %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        stream=sys.stderr,
+    setup_logging(
+        "publiek-coordinator", args.log_level, getattr(args, "log_format", None) or "text"
     )
     try:
         return int(args.func(args))
-    except (PlanError, UsageError, TlsConfigError, CoordinatorFileError, ReleaseExists) as err:
+    except (
+        PlanError,
+        UsageError,
+        TlsConfigError,
+        CoordinatorFileError,
+        ReleaseExists,
+        CaError,
+        HealthUsageError,
+    ) as err:
         print(f"publiek-coordinator: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -31,6 +31,8 @@ class Session:
     pending: dict[str, asyncio.Future[TaskResult]] = field(default_factory=dict)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     last_seen: float = field(default_factory=time.time)
+    cert_serial: int | None = None  # of the node's TLS certificate (None without TLS)
+    close_reason: str | None = None
 
     def deliver(self, result: TaskResult) -> bool:
         fut = self.pending.get(result.task_id)
@@ -40,6 +42,8 @@ class Session:
         return True
 
     def close(self, reason: str) -> None:
+        if self.close_reason is None:
+            self.close_reason = reason
         self.closed.set()
         for fut in self.pending.values():
             if not fut.done():

@@ -2,6 +2,13 @@
 
 Messages are handled as raw bytes and decoded by ``protocols.serde``, so a truncated or hostile
 message becomes a clear protocol error for that session instead of an opaque transport failure.
+
+Identity: TLS (grpc) refuses any client certificate not issued by the sector CA during the
+handshake; grpc gives the application no hook there, so such a refusal is not in this log (the
+node says it in its own). Past the handshake, a node's Hello must name the institution its
+certificate names (common name and node URI), and the certificate must not be on the sector
+CA's revocation list; connected nodes whose certificate is revoked later are disconnected when
+the list changes.
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from coordinator.registry import NodeRegistry, Session
 from coordinator.transport import NodeInfo
+from protocols.certificates import CertificateError, CrlFile, node_identity_problem, serial_text
 from protocols.errors import ErrorCode, MalformedMessage
 from protocols.messages import (
     ErrorInfo,
@@ -38,6 +47,8 @@ log = logging.getLogger("publiek.coordinator")
 
 HELLO_TIMEOUT_S = 10.0
 HEARTBEAT_INTERVAL_MS = 10_000
+# How often connected nodes are checked against the revocation list (it is re-read on change).
+REVOCATION_SWEEP_S = 5.0
 
 # (direction, institution id or peer, raw message) -> None; for audits and wire inspection.
 WireTap = Callable[[str, str, bytes], None]
@@ -52,9 +63,19 @@ class ServerTls:
     ca: Path
     cert: Path
     key: Path
+    crl: Path | None = None  # the sector CA's revocation list, honoured when given
+
+    def revocations(self) -> CrlFile | None:
+        if self.crl is None:
+            return None
+        try:
+            return CrlFile.open(self.crl, self.ca.read_bytes())
+        except (OSError, CertificateError) as err:
+            raise TlsConfigError(f"--crl {self.crl}: {err}") from err
 
     def credentials(self) -> grpc.ServerCredentials:
-        missing = [str(p) for p in (self.ca, self.cert, self.key) if not p.is_file()]
+        paths = [self.ca, self.cert, self.key, *([self.crl] if self.crl else [])]
+        missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise TlsConfigError(f"TLS file(s) not found: {', '.join(missing)}")
         # require_client_auth: every node must present a certificate from the sector CA.
@@ -71,6 +92,16 @@ def _peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     return names[0].decode("utf-8", "replace") if names else None
 
 
+def _peer_certificate(context: grpc.aio.ServicerContext[Any, Any]) -> x509.Certificate | None:
+    pems = context.auth_context().get("x509_pem_cert") or []
+    if not pems:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(pems[0])
+    except ValueError:
+        return None
+
+
 class FederationService:
     def __init__(
         self,
@@ -80,12 +111,14 @@ class FederationService:
         require_identity: bool,
         protocol_version: int = PROTOCOL_VERSION,
         wire_tap: WireTap | None = None,
+        revocations: CrlFile | None = None,
     ) -> None:
         self.registry = registry
         self.coordinator_id = coordinator_id
         self.require_identity = require_identity
         self.protocol_version = protocol_version
         self.wire_tap = wire_tap
+        self.revocations = revocations
 
     def handler(self) -> grpc.GenericRpcHandler:
         service, method = CONNECT_METHOD.strip("/").split("/")
@@ -100,7 +133,18 @@ class FederationService:
         await context.write(data)
 
     async def _reject(self, context: Any, who: str, code: ErrorCode, message: str) -> None:
-        log.warning("rejected %s: %s: %s", who, code.value, message)
+        log.warning(
+            "rejected %s: %s: %s",
+            who,
+            code.value,
+            message,
+            extra={
+                "event": "node_rejected",
+                "node": who,
+                "code": code.value,
+                "peer": context.peer(),
+            },
+        )
         await self._write(
             context, who, encode_coordinator_message(Rejection(ErrorInfo(code, message)))
         )
@@ -143,6 +187,7 @@ class FederationService:
                 " side.",
             )
             return
+        serial: int | None = None
         if self.require_identity:
             cert_id = _peer_identity(context)
             if cert_id != hello.institution_id:
@@ -153,6 +198,12 @@ class FederationService:
                     f"the Hello says {who!r} but the TLS certificate is for {cert_id!r}",
                 )
                 return
+            problem = self._certificate_problem(context, who)
+            if problem is not None:
+                await self._reject(context, who, ErrorCode.IDENTITY_MISMATCH, problem)
+                return
+            cert = _peer_certificate(context)
+            serial = cert.serial_number if cert is not None else None
 
         session = Session(
             NodeInfo(
@@ -162,7 +213,8 @@ class FederationService:
                 capabilities=hello.capabilities,
                 session_id=uuid.uuid4().hex,
                 connected_at=time.time(),
-            )
+            ),
+            cert_serial=serial,
         )
         await self._write(
             context,
@@ -178,7 +230,18 @@ class FederationService:
             ),
         )
         await self.registry.register(session)
-        log.info("node %s connected (publiek %s)", who, hello.software_version)
+        log.info(
+            "node %s connected (publiek %s)",
+            who,
+            hello.software_version,
+            extra={
+                "event": "node_connected",
+                "node": who,
+                "version": hello.software_version,
+                "peer": context.peer(),
+                **({"cert_serial": serial_text(serial)} if serial is not None else {}),
+            },
+        )
         reason = "the node closed the session"
         writer = asyncio.create_task(self._drain(context, session))
         try:
@@ -188,7 +251,56 @@ class FederationService:
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
             await self.registry.unregister(session, reason)
-            log.info("node %s disconnected: %s", who, reason)
+            log.info(
+                "node %s disconnected: %s",
+                who,
+                reason,
+                extra={"event": "node_disconnected", "node": who, "reason": reason},
+            )
+
+    def _certificate_problem(self, context: Any, who: str) -> str | None:
+        """Why the session's certificate may not act as node ``who``, or None."""
+        cert = _peer_certificate(context)
+        if cert is None:
+            return "no client certificate could be read from the TLS session"
+        problem = node_identity_problem(cert, who)
+        if problem is not None:
+            return problem
+        if self.revocations is not None:
+            revoked = self.revocations.revocation(cert.serial_number)
+            if revoked is not None:
+                return (
+                    f"the {revoked.describe()} by the sector CA; the institution must enrol"
+                    " again (publiek-node init, then have the new request signed)"
+                )
+        return None
+
+    async def sweep_revoked(self) -> list[str]:
+        """Disconnect sessions whose certificate is revoked now; returns who was disconnected."""
+        if self.revocations is None:
+            return []
+        gone = []
+        for info in self.registry.nodes():
+            session = self.registry.session(info.institution_id)
+            if session is None or session.cert_serial is None:
+                continue
+            revoked = await asyncio.to_thread(self.revocations.revocation, session.cert_serial)
+            if revoked is None:
+                continue
+            reason = f"its {revoked.describe()}"
+            log.warning(
+                "disconnecting %s: %s",
+                info.institution_id,
+                reason,
+                extra={
+                    "event": "node_revoked",
+                    "node": info.institution_id,
+                    "cert_serial": serial_text(session.cert_serial),
+                },
+            )
+            session.close(reason)
+            gone.append(info.institution_id)
+        return gone
 
     async def _drain(self, context: Any, session: Session) -> None:
         who = session.info.institution_id
@@ -204,7 +316,7 @@ class FederationService:
                 done, _ = await asyncio.wait({read, closed}, return_when=asyncio.FIRST_COMPLETED)
                 if read not in done:
                     read.cancel()
-                    return "replaced by a newer session"
+                    return session.close_reason or "replaced by a newer session"
                 try:
                     raw = read.result()
                 except (grpc.aio.AioRpcError, asyncio.CancelledError, ConnectionError) as err:
@@ -250,9 +362,11 @@ class CoordinatorServer:
             require_identity=tls is not None,
             protocol_version=protocol_version,
             wire_tap=wire_tap,
+            revocations=tls.revocations() if tls is not None else None,
         )
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     async def start(self, address: str) -> int:
@@ -270,9 +384,24 @@ class CoordinatorServer:
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
         self.port = int(port)
+        if self.service.revocations is not None:
+            self._sweeper = asyncio.create_task(self._sweep_forever())
         return self.port
 
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REVOCATION_SWEEP_S)
+            try:
+                await self.service.sweep_revoked()
+            except Exception:  # a sweep must never take the server down; say it and go on
+                log.exception("checking connected nodes against the revocation list failed")
+
     async def stop(self, grace_s: float = 2.0) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._server is None:
             return
         await self.health.enter_graceful_shutdown()

@@ -1,22 +1,25 @@
 """Development certificates, made on the fly: a throw-away CA, a server and one cert per node.
 
-For local demos and tests only (short-lived, keys unencrypted on disk). The node's certificate
-carries its institution id as common name; the coordinator checks it against the node's Hello.
+For local demos and tests only (short-lived, keys unencrypted on disk). It goes through the
+same steps as a real enrolment (``coordinator.ca`` signs a request each node made with
+``protocols.certificates``), so demos and tests use certificates of the real profile: the
+institution id as common name and as node URI, client auth for nodes. The folder is a CA
+folder: ``CertificateAuthority.open(pki.folder)`` revokes and lists, as ``publiek-coordinator
+ca`` does.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
-VALIDITY = dt.timedelta(days=7)
+from coordinator.ca import CertificateAuthority
+from protocols.certificates import new_node_key, node_request
+
+VALIDITY_DAYS = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,60 +33,39 @@ class DevPki:
     ca: Path
     server: CertPair
     nodes: dict[str, CertPair]
+    folder: Path
+    crl: Path
+
+    def authority(self) -> CertificateAuthority:
+        return CertificateAuthority.open(self.folder)
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "publiek development"),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-        ]
+def _write_key_file(path: Path, pem: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+
+
+def issue_node(authority: CertificateAuthority, folder: Path, institution_id: str) -> CertPair:
+    """A node key and a signed certificate for it, as enrolment would make them."""
+    key = new_node_key()
+    cert = authority.sign_request(
+        node_request(key, institution_id, "publiek development").public_bytes(
+            serialization.Encoding.PEM
+        ),
+        days=VALIDITY_DAYS,
     )
-
-
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(
+    pair = CertPair(folder / f"{institution_id}.pem", folder / f"{institution_id}.key")
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key_file(
+        pair.key,
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
+        ),
     )
-    path.chmod(0o600)
-
-
-def _issue(
-    subject_cn: str,
-    ca_key: ec.EllipticCurvePrivateKey,
-    ca_name: x509.Name,
-    *,
-    server_names: tuple[str, ...] = (),
-    client: bool = False,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject_cn))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    )
-    alt: list[x509.GeneralName] = []
-    for name in server_names:
-        try:
-            alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            alt.append(x509.DNSName(name))
-    if client:
-        alt.append(x509.UniformResourceIdentifier(f"urn:publiek:institution:{subject_cn}"))
-    builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-    usage = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
-    builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
-    return builder.sign(ca_key, hashes.SHA256()), key
+    return pair
 
 
 def make_dev_pki(
@@ -92,46 +74,16 @@ def make_dev_pki(
     server_names: tuple[str, ...] = ("localhost", "127.0.0.1"),
     ca_name: str = "publiek development CA",
 ) -> DevPki:
-    folder.mkdir(parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    ca_subject = _name(ca_name)
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_subject)
-        .issuer_name(ca_subject)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
+    authority = CertificateAuthority.init(
+        folder, name=ca_name, organisation="publiek development", days=VALIDITY_DAYS
     )
-    ca_path = folder / "ca.pem"
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-
-    def save(cn: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> CertPair:
-        pair = CertPair(folder / f"{cn}.pem", folder / f"{cn}.key")
-        pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(key, pair.key)
-        return pair
-
-    server = save(
-        "coordinator", *_issue("coordinator", ca_key, ca_subject, server_names=server_names)
+    server = CertPair(folder / "coordinator.pem", folder / "coordinator.key")
+    authority.write_server(list(server_names), server.cert, server.key, days=VALIDITY_DAYS)
+    nodes = {nid: issue_node(authority, folder, nid) for nid in node_ids}
+    return DevPki(
+        ca=authority.cert_path,
+        server=server,
+        nodes=nodes,
+        folder=folder,
+        crl=authority.crl_path,
     )
-    nodes = {nid: save(nid, *_issue(nid, ca_key, ca_subject, client=True)) for nid in node_ids}
-    return DevPki(ca=ca_path, server=server, nodes=nodes)

@@ -15,12 +15,14 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 
 from node.handler import TaskHandler
-from node.tls import TlsFiles
+from node.status import NodeStatus, StatusFile
+from node.tls import TlsFiles, diagnose_handshake, looks_like_handshake_failure
 from protocols.errors import ErrorCode, MalformedMessage
 from protocols.messages import ErrorInfo, Heartbeat, Hello, Rejection, Task, TaskResult, Welcome
 from protocols.serde import (
@@ -51,6 +53,8 @@ class Incompatible(Exception):
 class SessionLost(Exception):
     """The session could not be set up or broke; worth retrying."""
 
+    welcomed = False  # set when the session got as far as a Welcome before it broke
+
 
 @dataclass(frozen=True, slots=True)
 class AgentSettings:
@@ -60,6 +64,7 @@ class AgentSettings:
     max_attempts: int | None = None  # None: retry for ever
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0
+    status_file: Path | None = None  # for health checks (node/status.py); None: none kept
 
 
 def backoff_delay(attempt: int, initial: float, cap: float) -> float:
@@ -91,6 +96,15 @@ class NodeAgent:
         self.capabilities = handler.capabilities if capabilities is None else capabilities
         self._stop = asyncio.Event()
         self.sessions_opened = 0
+        self.status = StatusFile(
+            settings.status_file,
+            NodeStatus(
+                institution_id=self.institution_id,
+                coordinator=settings.address,
+                state="starting",
+                version=software_version(),
+            ),
+        )
 
     @property
     def institution_id(self) -> str:
@@ -103,14 +117,24 @@ class NodeAgent:
         attempt = 0
         while not self._stop.is_set():
             attempt += 1
+            self.status.update(state="connecting")
             try:
                 welcomed = await self._session()
             except Incompatible as err:
-                log.error("%s", err)
+                log.error("%s", err, extra={"event": "incompatible"})
+                self.status.update(state="incompatible", last_error=str(err))
                 return ExitCode.INCOMPATIBLE
             except SessionLost as err:
-                welcomed = False
-                log.warning("coordinator at %s: %s", self.settings.address, err)
+                welcomed = False  # as before: a broken session backs off like a failed one
+                log.warning(
+                    "coordinator at %s: %s",
+                    self.settings.address,
+                    err,
+                    extra={"event": "session_lost"},
+                )
+                self.status.update(state="disconnected", last_error=str(err))
+                if not err.welcomed:
+                    await self._diagnose(str(err))
             if self._stop.is_set():
                 break
             if welcomed:
@@ -121,7 +145,9 @@ class NodeAgent:
                     "giving up: no session with the coordinator at %s after %d attempt(s)",
                     self.settings.address,
                     attempt,
+                    extra={"event": "gave_up"},
                 )
+                self.status.update(state="gave_up")
                 return ExitCode.GAVE_UP
             delay = backoff_delay(
                 attempt, self.settings.backoff_initial_s, self.settings.backoff_max_s
@@ -130,7 +156,20 @@ class NodeAgent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=delay)
         log.info("node stopped")
+        self.status.update(state="stopped")
         return ExitCode.STOPPED
+
+    async def _diagnose(self, detail: str) -> None:
+        """Say why a TLS connection fails when gRPC only says the socket closed."""
+        tls = self.settings.tls
+        if tls is None or not looks_like_handshake_failure(detail):
+            return
+        diagnosis = await asyncio.to_thread(
+            diagnose_handshake, self.settings.address, tls, self.settings.server_name
+        )
+        if diagnosis:
+            log.warning("%s", diagnosis, extra={"event": "tls_refused"})
+            self.status.update(last_error=diagnosis)
 
     def _channel(self) -> grpc.aio.Channel:
         options: list[tuple[str, Any]] = list(KEEPALIVE_OPTIONS)
@@ -176,8 +215,19 @@ class NodeAgent:
                 welcome.software_version,
                 welcome.protocol_version,
                 self.institution_id,
+                extra={"event": "connected", "coordinator": welcome.coordinator_id},
             )
-            await self._serve(call, welcome)
+            self.status.update(
+                state="connected",
+                last_contact=time.time(),
+                sessions_opened=self.sessions_opened,
+                last_error=None,
+            )
+            try:
+                await self._serve(call, welcome)
+            except SessionLost as err:
+                err.welcomed = True
+                raise
             return True
 
     def _check_welcome(self, raw: bytes) -> Welcome:
@@ -214,12 +264,16 @@ class NodeAgent:
                 await asyncio.sleep(interval)
                 seq += 1
                 outbox.put_nowait(encode_node_message(Heartbeat(seq)))
+                # The stream is up (keep-alive ends it within 30 s of a silent peer): the
+                # status file says so, which is what a health check reads.
+                self.status.update(state="connected")
 
         async def worker() -> None:
             while True:
                 task, received = await tasks.get()
                 result = await self._answer(task, received, welcome.coordinator_id)
                 outbox.put_nowait(encode_node_message(result))
+                self.status.update(tasks_answered=self.status.status.tasks_answered + 1)
 
         async def reader() -> None:
             while True:
@@ -240,6 +294,7 @@ class NodeAgent:
                     continue
                 if isinstance(msg, Task):
                     log.info("task %s received (%s)", msg.task_id, msg.analysis_id)
+                    self.status.update(last_contact=time.time())
                     tasks.put_nowait((msg, time.monotonic()))
                 elif isinstance(msg, Rejection):
                     raise SessionLost(f"coordinator ended the session: {msg.error.message}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from node.agent import AgentSettings, ExitCode, NodeAgent
 from node.config import EXAMPLE, ConfigError, NodeConfig, load_config, starter_config
 from node.data import DataError, load
 from node.datasource import DataSetup, setup_from_config, setup_from_file
+from node.enrol import check_own_certificate, make_request
 from node.handler import NodeIdentity, TaskHandler
 from node.ingest.pipeline import DEFAULT_MAX_BAD_SHARE, check_source, quarantined_rows
 from node.ingest.problems import DEFAULT_ROWS_SHOWN
@@ -26,8 +28,11 @@ from node.ingest.starter import starter_mapping
 from node.ledger import Ledger, LedgerError
 from node.preview import preview_plan, read_budget, render
 from node.report import write_report
+from node.status import DEFAULT_MAX_SILENCE_S, health, read_status, status_path
 from node.tls import TlsConfigError
+from protocols.certificates import CertificateError
 from protocols.identity import IdentityError, PeerVerifier, Signer
+from protocols.logs import LOG_FORMATS, default_log_format, setup_logging
 from protocols.messages import ReleaseMode
 from protocols.plan import PlanError, load_plan
 from protocols.version import PROTOCOL_VERSION, software_version
@@ -42,6 +47,8 @@ ledger you can inspect at any time.
 EPILOG = """\
 first steps:
   publiek-node init export.csv               write a starter mapping.toml and node.toml for it
+  publiek-node init --institution-id inst-07 make this node's key and a certificate request
+                                             for the sector body to sign (enrolment)
   publiek-node check export.csv --mapping mapping.toml
                                              check your data: every problem at once
   publiek-node report --config node.toml --out audience.html
@@ -52,6 +59,7 @@ first steps:
                                              whether your policy and budget accept it
   publiek-node run --config node.toml        connect to the coordinator and answer tasks
   publiek-node ledger --config node.toml     see what left this node, and what budget remains
+  publiek-node health --config node.toml     is the running node connected? (exit 0 / 1)
 
 exit codes: 0 done (check: the data passed; preview: everything acceptable), 1 check: the
 data failed (preview: something would be refused), 2 configuration, plan or data problem,
@@ -60,15 +68,9 @@ coordinator (--max-attempts), 70 an internal error (a bug: please report it).
 """
 
 
-def _setup_logging(level: str, institution_id: str = "") -> None:
-    tag = f"[{institution_id}]" if institution_id else ""
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format=f"%(asctime)s publiek-node{tag} %(levelname)s %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
+def _setup_logging(level: str, institution_id: str = "", log_format: str = "text") -> None:
+    fields = {"institution": institution_id} if institution_id else None
+    setup_logging("publiek-node", level, log_format, fields=fields)
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -78,13 +80,20 @@ def _fail(message: str, code: int = 2) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config: NodeConfig = load_config(args.config)
-    _setup_logging(args.log_level, config.institution_id)
+    _setup_logging(args.log_level, config.institution_id, args.log_format)
     log = logging.getLogger("publiek.node")
     if config.tls is None:
         log.warning(
             "TLS IS OFF (tls.insecure = true): answers travel in plaintext and the coordinator"
             " cannot verify who you are. Use this only for a local demo, never with real data."
         )
+    else:
+        # The coordinator checks this certificate too, but cannot tell this node why it refuses
+        # one at the TLS handshake: check it here first, before loading any data.
+        for warning in check_own_certificate(
+            config.institution_id, config.tls.ca, config.tls.cert, config.tls.key
+        ):
+            log.warning("%s", warning, extra={"event": "certificate_expiring"})
     setup = setup_from_config(config)
     loaded = load(setup.source, setup.settings, setup.geography, setup.as_of)
     # The institution's own region is a key of its own (institution_region), like its type.
@@ -112,7 +121,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # The TLS identity also signs this node's secure-aggregation keys; the sector CA checks
         # its peers'.
         signer = Signer.from_files(config.institution_id, config.tls.cert, config.tls.key)
-        verifier = PeerVerifier.from_file(config.tls.ca)
+        try:
+            verifier = PeerVerifier.from_file(config.tls.ca, config.tls.crl)
+        except CertificateError as err:
+            raise IdentityError(f"tls.crl: {err}") from err
     else:
         log.warning("without a certificate this node cannot take part in secure aggregation")
     handler = TaskHandler(
@@ -128,6 +140,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         tls=config.tls,
         server_name=config.server_name,
         max_attempts=args.max_attempts,
+        status_file=status_path(config.ledger_path),
     )
     agent = NodeAgent(settings, handler)
 
@@ -254,7 +267,46 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return 0 if preview.accepted else 1
 
 
+def _cmd_health(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    path = status_path(config.ledger_path)
+    try:
+        status = read_status(path)
+    except ValueError as err:
+        print(f"publiek-node health: {err}", file=sys.stderr)
+        return 1
+    healthy, line = health(status, max_silence_s=args.max_silence)
+    print(line, file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
+
+
+def _cmd_enrol(args: argparse.Namespace) -> None:
+    """The key and certificate request of ``init --institution-id``."""
+    enrolment = make_request(args.institution_id, args.key_out, args.csr_out, args.organisation)
+    print(f"wrote {enrolment.key} (this node's private key: it never leaves this machine)")
+    print(
+        f"wrote {enrolment.request} (a certificate request for {args.institution_id!r}):"
+        " send it to the sector body, who signs it with"
+    )
+    print(f"  publiek-coordinator ca sign ca/ {enrolment.request.name}")
+    print(
+        "and sends back the certificate and the sector CA certificate (ca.pem); put them where"
+        " [tls] in node.toml points (cert, ca)"
+    )
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
+    if args.institution_id is None and args.path is None:
+        raise ConfigError(
+            "init",
+            [
+                "give an export to write a mapping and configuration for, or --institution-id"
+                " to make this node's key and certificate request (or both)"
+            ],
+        )
+    if args.path is None:
+        _cmd_enrol(args)
+        return 0
     data_path: Path = args.path
     mapping_path: Path = args.mapping_out
     config_path: Path = args.config_out
@@ -262,6 +314,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     if existing and not args.force:
         names = ", ".join(str(p) for p in existing)
         raise ConfigError("init", [f"{names} already exist(s): pass --force to replace"])
+    if args.institution_id is not None:
+        _cmd_enrol(args)
     source = file_source(data_path)
     try:
         starter = starter_mapping(source, str(data_path))
@@ -269,10 +323,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
         raise DataError(data_path, err.problems) from err
     mapping_path.write_text(starter.mapping_toml, encoding="utf-8")
     base = config_path.resolve().parent
-    config_path.write_text(
-        starter_config(_relative(data_path, base), _relative(mapping_path, base)),
-        encoding="utf-8",
-    )
+    text = starter_config(_relative(data_path, base), _relative(mapping_path, base))
+    if args.institution_id is not None:
+        text = _with_identity(text, args.institution_id, args.key_out, base)
+    config_path.write_text(text, encoding="utf-8")
     print(f"looked at {data_path}:")
     for line in starter.summary:
         print(f"  {line}")
@@ -280,6 +334,15 @@ def _cmd_init(args: argparse.Namespace) -> int:
     print(f"wrote {config_path} (the node configuration; fill in identity and coordinator)")
     print(f"next: publiek-node check {data_path} --mapping {mapping_path}")
     return 0
+
+
+def _with_identity(text: str, institution_id: str, key: Path, base: Path) -> str:
+    """The starter configuration with this institution's id and key file filled in."""
+    text = text.replace(
+        'institution_id = "inst-01"          # as in your certificate',
+        f"institution_id = {json.dumps(institution_id)}    # as in your certificate",
+    )
+    return text.replace('key = "certs/node.key"', f"key = {json.dumps(_relative(key, base))}")
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -364,7 +427,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after N failed connection attempts in a row (default: keep trying)",
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-format",
+        default=default_log_format(),
+        choices=LOG_FORMATS,
+        help="text, or json: one object a line (default: $PUBLIEK_LOG_FORMAT or text)",
+    )
     run.set_defaults(func=_cmd_run)
+
+    hl = sub.add_parser(
+        "health",
+        help="is the running node connected to the coordinator? (exit 0 yes, 1 no)",
+        description="Read the status the running node keeps next to its ledger: exit 0 when it"
+        " is connected and wrote its status recently, 1 otherwise, with one line saying why."
+        " For container health checks and monitoring.",
+    )
+    hl.add_argument("--config", type=Path, required=True, help="node configuration (TOML)")
+    hl.add_argument(
+        "--max-silence",
+        type=float,
+        default=DEFAULT_MAX_SILENCE_S,
+        metavar="S",
+        help="unhealthy when the status is older than S seconds"
+        f" (default {DEFAULT_MAX_SILENCE_S:.0f})",
+    )
+    hl.set_defaults(func=_cmd_health)
 
     led = sub.add_parser(
         "ledger",
@@ -405,12 +492,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = sub.add_parser(
         "init",
-        help="write a starter mapping and configuration by looking at an export",
+        help="write a starter mapping and configuration by looking at an export; with"
+        " --institution-id, make this node's key and certificate request",
         description="Look at an export's header and first rows and write a commented mapping"
         " (columns and house codes onto ticket_line) and a node configuration that uses it."
-        " Every guess is marked for you to check.",
+        " Every guess is marked for you to check. With --institution-id (with or without an"
+        " export), also make this node's private key and a certificate request bound to that"
+        " id, for the sector body to sign (publiek-coordinator ca sign).",
     )
-    init.add_argument("path", type=Path, help="your ticket export (CSV or Parquet)")
+    init.add_argument("path", type=Path, nargs="?", help="your ticket export (CSV or Parquet)")
+    init.add_argument(
+        "--institution-id",
+        metavar="ID",
+        help="the id the sector body gave your institution: make a key and certificate request",
+    )
+    init.add_argument(
+        "--key-out", type=Path, default=Path("certs/node.key"), metavar="FILE",
+        help="where the new private key goes (default certs/node.key; never overwritten)",
+    )  # fmt: skip
+    init.add_argument(
+        "--csr-out", type=Path, default=Path("certs/node.csr"), metavar="FILE",
+        help="where the certificate request goes (default certs/node.csr)",
+    )  # fmt: skip
+    init.add_argument("--organisation", help="your institution's name, shown in the certificate")
     init.add_argument("--mapping-out", type=Path, default=Path("mapping.toml"), metavar="FILE")
     init.add_argument("--config-out", type=Path, default=Path("node.toml"), metavar="FILE")
     init.add_argument("--force", action="store_true", help="replace files that exist")

@@ -62,6 +62,7 @@ address = "coordinator.example.org:50051"
 ca = "certs/ca.pem"
 cert = "certs/node.pem"
 key = "certs/node.key"
+# crl = "certs/crl.pem"             # the sector CA's revocation list, when it publishes one
 # insecure = true                   # plaintext, ONLY for a local demo; never with real data
 
 [ledger]
@@ -209,12 +210,13 @@ def parse_config(raw: dict[str, Any], base: Path, source: str = "node config") -
 
     insecure = _get(raw, "tls.insecure") is True
     tls_paths = [path(f"tls.{k}", required=not insecure) for k in ("ca", "cert", "key")]
-    if insecure and any(tls_paths):
-        problems.append("tls.insecure = true conflicts with tls.ca/cert/key: choose one")
+    crl = path("tls.crl", required=False)
+    if insecure and (any(tls_paths) or crl):
+        problems.append("tls.insecure = true conflicts with tls.ca/cert/key/crl: choose one")
     tls = None
     ca, cert, key = tls_paths
     if not insecure and ca and cert and key:
-        tls = TlsFiles(ca=ca, cert=cert, key=key)
+        tls = TlsFiles(ca=ca, cert=cert, key=key, crl=crl)
 
     ledger_path = path("ledger.path") or base / "ledger.sqlite"
     period_text = text("budget.period", required=False, default="year") or "year"

@@ -6,6 +6,10 @@ survivor set it agrees to; peers check the certificate chain (directly issued by
 CA, valid now, right common name) and the signature, so a coordinator that relays the messages
 cannot substitute keys or tell different nodes different stories.
 
+With a revocation list (``crl``), a peer whose certificate the sector CA revoked is refused
+too, also when its certificate was accepted earlier in the process's life: a key compromised
+mid-plan stops counting as soon as the list says so.
+
 Statements are length-prefixed byte strings with a fixed tag, so no two different statements
 share an encoding.
 """
@@ -21,6 +25,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
+
+from protocols.certificates import CrlFile, institution_of
 
 SigningKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 _TAG = b"publiek-v1/"
@@ -83,6 +89,7 @@ class PeerVerifier:
 
     ca_pem: bytes
     clock: dt.datetime | None = None
+    crl: CrlFile | None = None
     _ca: x509.Certificate = field(init=False)
     _known: dict[bytes, _Checked] = field(init=False, default_factory=dict)
 
@@ -90,8 +97,9 @@ class PeerVerifier:
         self._ca = x509.load_pem_x509_certificate(self.ca_pem)
 
     @classmethod
-    def from_file(cls, ca: Path) -> PeerVerifier:
-        return cls(ca.read_bytes())
+    def from_file(cls, ca: Path, crl: Path | None = None) -> PeerVerifier:
+        ca_pem = ca.read_bytes()
+        return cls(ca_pem, crl=CrlFile.open(crl, ca_pem) if crl is not None else None)
 
     def certificate(self, cert_pem: bytes, institution_id: str) -> x509.Certificate:
         return self._checked(cert_pem, institution_id).cert
@@ -112,12 +120,22 @@ class PeerVerifier:
             now = self.clock or dt.datetime.now(dt.UTC)
             if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
                 raise IdentityError(f"the certificate of {institution_id} is not valid now")
-            checked = _Checked(cert, common_name(cert), cert.public_key())
+            name = common_name(cert)
+            # The node name (URI) must agree with the common name: only node certificates
+            # sign round keys, never, say, the coordinator's own.
+            checked = _Checked(
+                cert, name if institution_of(cert) == name else None, cert.public_key()
+            )
             self._known[cert_pem] = checked
         if checked.name != institution_id:
             raise IdentityError(
-                f"a certificate for {checked.name!r} was presented as {institution_id!r}"
+                f"a certificate for {common_name(checked.cert)!r} was presented as"
+                f" {institution_id!r}"
             )
+        if self.crl is not None:
+            revoked = self.crl.revocation(checked.cert.serial_number)
+            if revoked is not None:
+                raise IdentityError(f"{institution_id}'s {revoked.describe()}")
         return checked
 
     def verify(

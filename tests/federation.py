@@ -117,9 +117,10 @@ async def coordinator(
     protocol_version: int | None = None,
     wire_tap: WireTap | None = None,
     coordinator_id: str = "test-coordinator",
+    crl: Path | None = None,
 ) -> AsyncIterator[tuple[CoordinatorServer, int]]:
     registry = NodeRegistry()
-    tls = ServerTls(pki.ca, pki.server.cert, pki.server.key) if pki else None
+    tls = ServerTls(pki.ca, pki.server.cert, pki.server.key, crl=crl) if pki else None
     kwargs = {} if protocol_version is None else {"protocol_version": protocol_version}
     server = CoordinatorServer(registry, coordinator_id, tls=tls, wire_tap=wire_tap, **kwargs)
     port = await server.start("127.0.0.1:0")
