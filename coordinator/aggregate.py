@@ -113,10 +113,13 @@ def aggregate_secure(analysis: Analysis, result: SecureRoundResult) -> Aggregate
             + "; nothing released"
         )
     k = len(result.survivors)
+    survivors = set(result.survivors)
     return AggregatedTable(
         analysis=analysis,
         contributors=result.survivors,
-        excluded=tuple(sorted(result.dropped.items())),
+        # A survivor that failed a later stage (consistency, unmasking) is still in the sum:
+        # the release lists as excluded only those whose input is not.
+        excluded=tuple(sorted((n, r) for n, r in result.dropped.items() if n not in survivors)),
         sums=tuple(int(v) for v in result.total),
         per_node_scale=noise.share_scale,
         sd_total=noise.total_scale(k),
