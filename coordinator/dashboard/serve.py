@@ -6,9 +6,11 @@ accepts connections, also with ``--port 0`` (any free port; tests use it).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -19,6 +21,22 @@ from coordinator.store import ReleaseStore
 
 class ServeError(OSError):
     """The dashboard cannot listen where asked (with the reason)."""
+
+
+class _Server(uvicorn.Server):
+    """Stops gracefully on Ctrl-C or SIGTERM and returns: that is how a dashboard ends, not a
+    failure. (uvicorn re-raises the signal after its shutdown, so the process would die of it.)
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def _is_loopback(host: str) -> bool:
@@ -78,7 +96,8 @@ def serve(store_path: Path, host: str, port: int, *, say: Callable[[str], None] 
                 lifespan="off",
                 server_header=False,
             )
-            uvicorn.Server(config).run(sockets=[sock])
+            _Server(config).run(sockets=[sock])
         finally:
             sock.close()
+    say("publiek dashboard: stopped")
     return 0

@@ -1,0 +1,179 @@
+"""How a release table becomes charts, generically by its dimensions: shapes that no plan has
+yet (a `segment` dimension, three dimensions) render too; suppressed cells get no bar; revenue
+is shown in euros; the axis is round and starts at zero; unknown release content is shown."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from typing import Any
+
+import pytest
+
+from coordinator.dashboard import charts, labels, pages, views
+from coordinator.store import ReleaseStore, content_id
+from tests.dashboard_support import release_of, sector_plan
+
+
+def table(
+    dims: dict[str, list[str]], values: list[int | None], measure: str = "bookers"
+) -> dict[str, Any]:
+    """A release table of any shape, in the release document's form."""
+    cells = []
+    for keys, value in zip(itertools.product(*dims.values()), values, strict=True):
+        cell: dict[str, Any] = dict(zip(dims, keys, strict=True))
+        cell.update(
+            estimate=value,
+            ci95_low=max(0, (value or 0) - 50),
+            ci95_high=(value or 0) + 50,
+            noisy_sum=(value or 0) + 7,
+            suppressed=value is None,
+        )
+        cells.append(cell)
+    return {
+        "analysis_id": "t",
+        "title": "A table",
+        "statistic": "S7",
+        "measure": measure,
+        "dimensions": [{"name": n, "keys": k} for n, k in dims.items()],
+        "contributors": ["inst-01", "inst-02"],
+        "excluded": [{"institution_id": "inst-03", "reason": "refused: over its budget cap"}],
+        "noise": {
+            "mechanism": "discrete_gaussian",
+            "mode": "secure",
+            "scale_per_node": 10.0,
+            "nodes_added": 2,
+            "sd_total": 25.0,
+            "l2_sensitivity": 1.0,
+            "bound": {"max_cells": 1, "max_per_cell": 1},
+            "rho_per_node": "0.02",
+            "epsilon_per_node": 1.0,
+        },
+        "interval": {"confidence": 0.95, "half_width_raw": 49.0, "covers": "the added noise"},
+        "post_processing": {"consistent_with": [], "non_negative": True},
+        "cells": cells,
+    }
+
+
+def bars(svg: str) -> list[float]:
+    return [float(w) for w in re.findall(r'<rect class="bar" [^>]*width="([\d.]+)"', svg)]
+
+
+def test_a_segment_table_renders_as_panels_per_segment() -> None:
+    # What the segmentation will publish: segments by discipline.
+    segments = ["1", "2", "3"]
+    disciplines = ["toneel", "dans", "film", "overig"]
+    values: list[int | None] = [400, 300, 200, None, 100, 900, None, 50, 10, 20, 30, 40]
+    view = views.table_view(table({"segment": segments, "discipline": disciplines}, values), {})
+    (figure,) = view.figures
+    assert figure.kind == "panels"
+    assert figure.panel_titles == ("1", "2", "3")
+    assert "one panel per audience segment" in figure.caption
+    drawn = [len(bars(svg)) for svg in figure.svgs]
+    assert drawn == [3, 3, 4]  # a bar per cell that is not suppressed
+    # One scale across panels: the widest bar (900) is the widest on the page.
+    widths = [w for svg in figure.svgs for w in bars(svg)]
+    assert max(widths) == bars(figure.svgs[1])[1]
+    assert [d.label for d in view.dimensions] == ["Audience segment", "Discipline"]
+    assert view.n_suppressed == 2 and "2 suppressed" in view.summary
+
+
+def test_one_dimension_of_an_unknown_name_renders_as_bars() -> None:
+    view = views.table_view(table({"segment": ["a_b", "c"]}, [10, 20]), {})
+    (figure,) = view.figures
+    assert figure.kind == "bars"
+    assert bars(figure.svgs[0])[1] == pytest.approx(2 * bars(figure.svgs[0])[0], abs=0.2)
+    assert [c.labels for c in view.cells] == [("A b",), ("C",)]
+
+
+def test_three_dimensions_render_as_panels_of_the_first() -> None:
+    dims = {
+        "discipline": ["toneel", "dans"],
+        "quarter": ["2024Q1", "2024Q2"],
+        "returning": ["new", "returning"],
+    }
+    view = views.table_view(table(dims, list(range(1, 9))), {})
+    (figure,) = view.figures
+    assert figure.panel_titles == ("Toneel (theatre)", "Dans (dance)")
+    assert [len(bars(s)) for s in figure.svgs] == [4, 4]
+    assert "2024Q1 × New" in figure.svgs[0]
+
+
+def test_regions_get_a_tile_map_one_per_key_of_the_other_dimension() -> None:
+    plan = sector_plan()
+    doc = release_of(plan, 1)
+    by_id = {t["analysis_id"]: t for t in doc["tables"]}
+    one = views.table_view(by_id["s1_tickets_region"], {})
+    assert [f.kind for f in one.figures] == ["bars", "region-map"]
+    region_map = one.figures[1].svgs[0]
+    assert region_map.count('<g class="tile">') == 21
+    assert "Noord-Holland" in region_map and "Onbekend" in region_map
+    two = views.table_view(by_id["s1_tickets_region_discipline"], {})
+    assert [f.kind for f in two.figures] == ["panels", "region-maps"]
+    maps = two.figures[1]
+    assert len(maps.svgs) == 15 and maps.legend is not None
+    assert all(s.count('<g class="tile">') == 21 for s in maps.svgs)
+
+
+def test_suppressed_cells_get_no_bar_and_say_why() -> None:
+    view = views.table_view(table({"age_band": ["0-17", "18-34"]}, [None, 500]), {})
+    svg = view.figures[0].svgs[0]
+    assert len(bars(svg)) == 1
+    assert "suppressed: cannot be told from zero" in svg
+    assert "0-17: suppressed, cannot be told from zero (95% interval 0 to 50)" in svg
+    assert view.cells[0].estimate == "suppressed" and view.cells[0].suppressed
+
+
+def test_revenue_is_shown_in_euros() -> None:
+    view = views.table_view(table({"discipline": ["dans"]}, [123456], "revenue_cents"), {})
+    assert view.cells[0].estimate == "1,234.56"
+    assert view.cells[0].low == "1,234.06" and view.cells[0].noisy_sum == "1,234.63"
+    assert view.measure_label == "Revenue (€)"
+    assert ">1,234.6</text>" in view.figures[0].svgs[0]  # the bar's label is in euros too
+
+
+@pytest.mark.parametrize("top", [0.4, 1, 7, 99, 101, 1234, 987_654, 3.2e9])
+def test_the_value_axis_is_round_and_covers_every_interval(top: float) -> None:
+    axis_max, step = charts.nice_scale(top)
+    assert axis_max >= top
+    mantissa = step / 10 ** math.floor(math.log10(step))
+    assert round(mantissa, 9) in (1, 2, 5)
+    assert 2 <= round(axis_max / step) <= 5
+    assert axis_max - step < top  # no empty tick beyond the data
+
+
+def test_an_empty_or_all_suppressed_table_still_draws() -> None:
+    assert charts.nice_scale(0) == (1.0, 0.25)
+    view = views.table_view(table({"discipline": ["dans", "film"]}, [None, None]), {})
+    assert len(bars(view.figures[0].svgs[0])) == 0
+    assert "2 suppressed" in view.summary
+
+
+def test_keys_and_dimensions_read_as_words() -> None:
+    assert labels.key_label("region", "NL-FR") == "Fryslân"
+    assert labels.key_label("institution_region", "BE-VAN") == "Antwerpen"
+    assert labels.key_label("discipline", "klassieke_muziek") == "Klassieke muziek"
+    assert labels.key_label("quarter", "2024Q3") == "2024Q3"
+    assert labels.key_label("lead_time_band", "0-1 d") == "0-1 d"
+    assert labels.dimension_label("segment") == "Audience segment"
+    assert labels.dimension_label("new_thing") == "New thing"
+    assert labels.number(1234567) == "1,234,567"
+    assert labels.number(1234567, 100) == "12,345.67"
+    assert views.delta_text(1e-7) == "10⁻⁷"
+    assert views.delta_text(2e-7) == "2e-07"
+
+
+def test_content_the_dashboard_does_not_know_is_shown_as_it_is(tmp_path) -> None:
+    # A release that also carries a segmentation model (say): nothing of it is dropped.
+    doc = release_of(sector_plan(), 1)
+    del doc["release_id"]
+    doc["segmentation"] = {"k": 3, "centres": [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]}
+    doc["release_id"] = content_id(doc)
+    with ReleaseStore(tmp_path / "r.sqlite") as store:
+        stored = store.put(doc)
+    view = views.release_view(stored)
+    assert [name for name, _ in view.other] == ["segmentation"]
+    html = pages.release_page(view, pages.served_links("/"))
+    assert "Other content of this release: <code>segmentation</code>" in html
+    assert "&#34;centres&#34;" in html and "0.5" in html
