@@ -20,7 +20,14 @@ from dataclasses import dataclass, replace
 import polars as pl
 
 from node.data import TicketTable
-from node.ledger import ChargeRequest, Ledger, NewCharge, PendingCharge, StoredAnswer
+from node.ledger import (
+    ChargeRequest,
+    Ledger,
+    LedgerError,
+    NewCharge,
+    PendingCharge,
+    StoredAnswer,
+)
 from node.policy import Policy
 from node.queries import bounded_counts, mechanism_for
 from node.secure import Contribution, SecAggClient
@@ -32,6 +39,13 @@ from protocols.serde import decode_node_message, encode_node_message, query_dige
 from protocols.version import CAP_MODE_SECURE, CAP_SECAGG, NODE_CAPABILITIES
 
 log = logging.getLogger("publiek.node")
+
+# What the coordinator is told when the ledger cannot be written (the path and the OS error
+# stay in the node's own log).
+LEDGER_DOWN = (
+    "this node cannot record charges in its budget ledger right now, so it answers nothing;"
+    " its operator can see why in the node's log"
+)
 
 # Refusals worth keeping in the institution's own record of what it was asked.
 _RECORDED_REFUSALS = {
@@ -105,6 +119,10 @@ class TaskHandler:
                     task.task_id, requester, self._describe(task), err.code.value, err.message
                 )
             return TaskResult(task.task_id, ErrorInfo(err.code, err.message))
+        except LedgerError as err:
+            # Not a bug: the operator's disk or permissions. Without a charge nothing leaves.
+            log.error("task %s not answered: %s", task.task_id, err)
+            return TaskResult(task.task_id, ErrorInfo(ErrorCode.DATA_UNAVAILABLE, LEDGER_DOWN))
         except Exception:
             # Our bug, not the coordinator's: full detail stays in the local log.
             log.exception("internal error while answering task %s", task.task_id)

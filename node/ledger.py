@@ -18,7 +18,7 @@ import enum
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,7 +179,13 @@ class Ledger:
             self._db.executescript(_SCHEMA)
             self._check_schema()
         except sqlite3.DatabaseError as err:
-            raise LedgerError(f"cannot open the budget ledger {path}: {err}") from err
+            hint = ""
+            if any(w in str(err) for w in ("readonly", "full", "unable to open")):
+                hint = (
+                    "; the node must be able to write it: check that the file and its folder"
+                    " are writable by the node's user and that the disk has room"
+                )
+            raise LedgerError(f"cannot open the budget ledger {path}: {err}{hint}") from err
 
     def _check_schema(self) -> None:
         row = self._db.execute(
@@ -203,14 +209,35 @@ class Ledger:
         # IMMEDIATE takes the write lock up front, so two processes on one ledger serialise
         # instead of both reading the same "remaining" and both spending it.
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as err:
+                raise self._unwritable(err) from err
             try:
                 yield self._db
+            except sqlite3.DatabaseError as err:
+                self._rollback()
+                raise self._unwritable(err) from err
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
-            else:
+            try:
                 self._db.execute("COMMIT")
+            except sqlite3.DatabaseError as err:
+                # A full disk often shows only at commit: nothing of the transaction is kept.
+                self._rollback()
+                raise self._unwritable(err) from err
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back (SQLITE_FULL does): then there is nothing to undo.
+        with suppress(sqlite3.DatabaseError):
+            self._db.execute("ROLLBACK")
+
+    def _unwritable(self, err: sqlite3.DatabaseError) -> LedgerError:
+        return LedgerError(
+            f"the budget ledger {self.path} cannot be written ({err}): is the disk full, or the"
+            " file or its folder read-only? Nothing was charged, so nothing was answered"
+        )
 
     def _now(self) -> datetime:
         return self._clock()
