@@ -104,6 +104,15 @@ def scale_top(marks: Sequence[Mark]) -> float:
     return max(shown, default=0.0)
 
 
+def _tick(value: float, axis_max: float) -> str:
+    # One unit along an axis: 0, 5k, 10k, 15k rather than 0, 5,000, 10k, 15k.
+    if axis_max >= 1e7:
+        return f"{value / 1e6:g}M"
+    if axis_max >= 1e4:
+        return f"{value / 1e3:g}k"
+    return short_number(value)
+
+
 def _svg_open(width: float, height: float, title: str, desc: str, css: str) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" class="{css}" role="img"'
@@ -128,7 +137,9 @@ def bar_chart(
     row, bar_h, top, bottom, right = 22.0, 13.0, 6.0, 26.0, 86.0
     plot_w = width - label_width - right
     height = top + row * len(marks) + bottom
-    chars = max(8, int(label_width / 6.6))
+    # About 7 px a character at 12 px: clip longer labels (the tooltip has them whole).
+    chars = max(6, int((label_width - 10) / 7.0))
+    hidden = "suppressed: cannot be told from zero" if plot_w >= 300 else "suppressed"
 
     def x(v: float) -> float:
         return label_width + plot_w * max(0.0, min(v, axis_max)) / axis_max
@@ -144,7 +155,7 @@ def bar_chart(
             f'<line x1="{_f(gx)}" y1="{_f(top)}" x2="{_f(gx)}" y2="{_f(axis_y)}"'
             f' stroke="{GRID}" stroke-width="1"/>'
             f'<text x="{_f(gx)}" y="{_f(axis_y + 16)}" text-anchor="middle"'
-            f' fill="{MUTED}" font-size="11">{_e(short_number(v))}</text>'
+            f' fill="{MUTED}" font-size="11">{_e(_tick(v, axis_max))}</text>'
         )
     for i, m in enumerate(marks):
         y = top + row * i
@@ -157,7 +168,7 @@ def bar_chart(
         if m.estimate is None:
             parts.append(
                 f'<text x="{_f(label_width + 4)}" y="{_f(mid + 4)}" fill="{MUTED}"'
-                ' font-style="italic">suppressed: cannot be told from zero</text></g>'
+                f' font-style="italic">{hidden}</text></g>'
             )
             continue
         x0, x1 = x(0), x(m.estimate)

@@ -200,9 +200,9 @@ def _describe(marks: Sequence[charts.Mark], what: str, divisor: int) -> str:
 
 
 def _label_width(marks: Sequence[charts.Mark], most: float) -> float:
-    # Room for the longest label (about 6.6 px a character at 12 px), within reason.
+    # Room for the longest label (about 7 px a character at 12 px), within reason.
     longest = max((len(m.label) for m in marks), default=0)
-    return max(48.0, min(most, 6.6 * longest + 14))
+    return max(48.0, min(most, 7.0 * longest + 12))
 
 
 def _figures(table: dict[str, Any], title: str) -> tuple[Figure, ...]:
