@@ -20,7 +20,6 @@ from node.config import EXAMPLE, ConfigError, NodeConfig, load_config, starter_c
 from node.data import DataError, load
 from node.datasource import DataSetup, setup_from_config, setup_from_file
 from node.enrol import check_own_certificate, make_request
-from node.handler import NodeIdentity, TaskHandler
 from node.ingest.pipeline import DEFAULT_MAX_BAD_SHARE, check_source, quarantined_rows
 from node.ingest.problems import DEFAULT_ROWS_SHOWN
 from node.ingest.sources import SourceError, file_source
@@ -28,10 +27,10 @@ from node.ingest.starter import starter_mapping
 from node.ledger import Ledger, LedgerError
 from node.preview import preview_plan, read_budget, render
 from node.report import write_report
+from node.service import open_node
 from node.status import DEFAULT_MAX_SILENCE_S, health, read_status, status_path
 from node.tls import TlsConfigError
-from protocols.certificates import CertificateError
-from protocols.identity import IdentityError, PeerVerifier, Signer
+from protocols.identity import IdentityError
 from protocols.logs import LOG_FORMATS, default_log_format, setup_logging
 from protocols.messages import ReleaseMode
 from protocols.plan import PlanError, load_plan
@@ -94,47 +93,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             config.institution_id, config.tls.ca, config.tls.cert, config.tls.key
         ):
             log.warning("%s", warning, extra={"event": "certificate_expiring"})
-    setup = setup_from_config(config)
-    loaded = load(setup.source, setup.settings, setup.geography, setup.as_of)
-    # The institution's own region is a key of its own (institution_region), like its type.
-    table = replace(loaded.table, institution_region=config.institution_region)
-    for line in loaded.report.summary_lines():
-        log.info("%s", line.strip())
-    for note in loaded.report.notices:
-        log.info("note: %s", note)
-    if loaded.report.quarantined:
-        log.warning(
-            "%d row(s) quarantined; see them with: publiek-node check --config %s",
-            loaded.report.quarantined,
-            args.config,
-        )
-    log.info(
-        "loaded %d ticket lines; %d customers with features as of %s",
-        table.rows,
-        loaded.features.customers,
-        loaded.features.as_of,
-    )
-    ledger = Ledger(config.ledger_path, config.cap)
-    log.info("budget: rho %s left of %s", ledger.remaining(), config.cap)
-    signer = verifier = None
-    if config.tls is not None:
-        # The TLS identity also signs this node's secure-aggregation keys; the sector CA checks
-        # its peers'.
-        signer = Signer.from_files(config.institution_id, config.tls.cert, config.tls.key)
-        try:
-            verifier = PeerVerifier.from_file(config.tls.ca, config.tls.crl)
-        except CertificateError as err:
-            raise IdentityError(f"tls.crl: {err}") from err
-    else:
-        log.warning("without a certificate this node cannot take part in secure aggregation")
-    handler = TaskHandler(
-        NodeIdentity(config.institution_id, config.institution_type),
-        table,
-        ledger,
-        config.policy,
-        signer=signer,
-        verifier=verifier,
-    )
+    service = open_node(config, args.config)
+    handler, ledger = service.handler, service.ledger
     settings = AgentSettings(
         address=config.address,
         tls=config.tls,
