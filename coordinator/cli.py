@@ -20,13 +20,14 @@ from pathlib import Path
 from coordinator.ca import CaError
 from coordinator.ca_cli import add_ca_parser
 from coordinator.health import HealthUsageError, add_health_parser
+from coordinator.publish import publish
 from coordinator.registry import NodeRegistry
 from coordinator.release import ReleaseExists, write_release
 from coordinator.runner import Progress, RunAborted, RunSettings, new_run_id, run_plan
 from coordinator.server import CoordinatorServer, ServerTls, TlsConfigError
 from coordinator.sqlitefile import CoordinatorFileError
 from coordinator.state import NodeSnapshot, RunRecord, RunStateStore
-from coordinator.store import ExportFormat, ReleaseStore, StoreError, write_exclusive
+from coordinator.store import ExportFormat, ReleaseStore, write_exclusive
 from protocols.identity import PeerVerifier
 from protocols.logs import LOG_FORMATS, default_log_format, setup_logging
 from protocols.plan import EXAMPLE, Plan, PlanError, load_plan
@@ -322,19 +323,9 @@ async def _run_and_publish(
             state.finish_run(run_id, "aborted", None)
             progress(f"run aborted: {err}")
             return 1
-        # The store first: it is the record of what was published. Should it fail, the files
-        # in --out are still written, so the release (its budget is spent) is not lost.
-        code = 0
-        try:
-            stored = store.put(doc)
-            progress(f"release {doc['release_id']} stored as {stored.ref} in {store.path}")
-        except StoreError as err:
-            progress(f"the release could NOT be stored in {store.path}: {err}")
-            code = 2
-        state.finish_run(run_id, "released", doc["release_id"])
-        paths = write_release(doc, args.out)
-        progress(f"release {doc['release_id']} written: " + ", ".join(str(p) for p in paths))
-        return code
+        return publish(
+            doc, run_id=run_id, store=store, state=state, out=args.out, progress=progress
+        )
     finally:
         stopper.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
