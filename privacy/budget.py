@@ -23,6 +23,10 @@ from privacy._opendp import dp
 _MAX_DIGITS = 30
 # Nobody sane releases at rho above this; it also bounds the Fraction arithmetic.
 MAX_RHO = Fraction(1000)
+# Nor below this (other than 0): the noise would drown any count, and its scale (above 10^13 for
+# the largest contribution bounds) would saturate 64-bit integers. Applies to what is parsed
+# from a plan, a configuration or the wire, not to remainders computed here.
+MIN_RHO = Fraction(1, 10**12)
 
 
 class InvalidBudget(ValueError):
@@ -65,6 +69,10 @@ class Rho:
                 value = Fraction(dec)
         except (ValueError, ZeroDivisionError, InvalidOperation) as err:
             raise InvalidBudget(f"rho {raw!r} is not a number like '0.05'") from err
+        if 0 < value < MIN_RHO:
+            raise InvalidBudget(
+                f"rho {raw} is below the sanity floor 1e-12: its noise would drown any count"
+            )
         return cls(value)
 
     @classmethod

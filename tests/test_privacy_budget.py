@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from privacy.budget import InvalidBudget, Rho, compose, epsilon_of
+from privacy.noise import DiscreteGaussian
 
 
 def test_decimal_strings_are_exact() -> None:
@@ -21,10 +22,21 @@ def test_decimal_strings_are_exact() -> None:
     assert str(Rho.parse("2")) == "2"
 
 
-@pytest.mark.parametrize("bad", ["", " ", "-0.1", "inf", "nan", "abc", "1/0", "1e5000", "0x10"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", " ", "-0.1", "inf", "nan", "abc", "1/0", "1e5000", "0x10", "1e-300", "1/10000000000000"],
+)
 def test_invalid_budgets_are_refused(bad: str) -> None:
     with pytest.raises(InvalidBudget):
         Rho.parse(bad)
+
+
+def test_the_sanity_floor_keeps_noise_within_64_bit_integers() -> None:
+    # A rho of 1e-300 gave a noise scale of 6e150, and OpenDP's samples saturated at +-2^63.
+    floor = Rho.parse("1e-12")
+    assert Rho.parse("0") == Rho.zero()  # zero stays expressible (nothing spent)
+    scale = DiscreteGaussian.for_budget(1e6 * 100, floor).scale  # the largest bound allowed
+    assert scale < 2**63 / 1e4  # ten thousand standard deviations still fit
 
 
 def test_overdraft_is_an_error_not_a_negative_budget() -> None:
