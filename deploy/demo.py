@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -166,10 +167,49 @@ def _summary(out: Path, release: dict[str, Any], sector: Sector, elapsed: float)
     print(f"  {out / 'logs'}/   coordinator and node logs")
 
 
+def _shown(path: Path) -> str:
+    """A path as the user can type it from where they are (relative when it is below)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _write_report(out: Path, release_id: str) -> Path:
+    """The release as one self-contained HTML file, written by the real export command."""
+    report = out / "report.html"
+    done = subprocess.run(
+        [
+            *_script("publiek-coordinator"),
+            "export", release_id,
+            "--store", str(out / "releases.sqlite"),
+            "--html", str(report),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise DemoFailed(f"the report could not be written: {done.stderr.strip()}")
+    return report
+
+
+def _policymakers(out: Path, report: Path) -> None:
+    # Last, so that the two things to do next are the last lines on the screen. The demo does
+    # not start the dashboard itself: it returns when done, and serving is the user's choice.
+    serve = [*_script("publiek-coordinator"), "serve", "--store", str(out / "releases.sqlite")]
+    print("\nFor policymakers:")
+    print(
+        f"  {_shown(report)}   the release as one page (charts, tables, downloads; opens offline)"
+    )
+    print("  the dashboard of every release in this store (Ctrl-C stops it):")
+    print("    " + shlex.join(_shown(Path(a)) if a.startswith("/") else a for a in serve))
+
+
 def run_demo(
     out: Path, n_institutions: int, seed: int, scale: float, plan: Path, years: tuple[int, int]
 ) -> int:
-    step = Step(total=6)
+    step = Step(total=7)
     if out.exists():
         shutil.rmtree(out)
     (out / "logs").mkdir(parents=True)
@@ -268,7 +308,10 @@ def run_demo(
         coord_log.close()
     step("nodes stopped; release written")
     release = json.loads((out / "release.json").read_text(encoding="utf-8"))
+    step("writing the policymakers' report of the release (charts, tables, downloads)")
+    report = _write_report(out, release["release_id"])
     _summary(out, release, sector, step.elapsed())
+    _policymakers(out, report)
     return 0
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,3 +52,30 @@ def test_demo_runs_and_leaves_a_release(tmp_path: Path) -> None:
     assert ledger.returncode == 0
     assert "remaining: rho 0.8" in ledger.stdout  # two tables at rho 0.1 of a cap of 1
     assert "answered" in ledger.stdout and "publiek-demo-coordinator" in ledger.stdout
+
+    # It ends with the policymakers' report and the one command that serves the dashboard,
+    # and has returned (it never waits for a browser).
+    *_, report_line, _, serve_line = result.stdout.rstrip().splitlines()
+    report = REPO / report_line.split()[0]  # as printed: relative to where it ran, or absolute
+    assert report == out / "report.html"
+    page = report.read_text(encoding="utf-8")
+    assert release["release_id"] in page and "<svg" in page and "<script" not in page
+    command = shlex.split(serve_line)
+    assert command[1:] == ["serve", "--store", str(out / "releases.sqlite")]
+    served = subprocess.Popen(
+        [*command, "--port", "0"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert served.stdout is not None
+        url = re.search(
+            r"http://127\.0\.0\.1:\d+/", served.stdout.readline() + served.stdout.readline()
+        )
+        assert url is not None
+        with urllib.request.urlopen(url.group(0), timeout=30) as response:
+            catalogue = response.read().decode("utf-8")
+        assert f"/releases/{release['release_id']}" in catalogue
+    finally:
+        served.terminate()
+        _, err = served.communicate(timeout=20)
+    assert served.returncode == 0, err
