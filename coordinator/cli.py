@@ -714,9 +714,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser(
         "export",
-        help="write a stored release as CSV, JSON or Parquet",
+        help="write a stored release as CSV, JSON, Parquet or one HTML report",
         description="Write a stored release out: --csv and --parquet write one file per table"
-        " into a folder, --json the release document. Existing files are never overwritten.",
+        " into a folder, --json the release document, --html one self-contained report for a"
+        " policy note (charts, tables, downloads; opens without a network). Existing files are"
+        " never overwritten.",
     )
     export.add_argument(
         "release",
