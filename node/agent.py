@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from node.handler import TaskHandler
+from node.ledger import LedgerError
 from node.status import NodeStatus, StatusFile
 from node.tls import TlsFiles, diagnose_handshake, looks_like_handshake_failure
 from protocols.errors import ErrorCode, MalformedMessage
@@ -286,6 +287,11 @@ class NodeAgent:
                     task_id = task_id_of_coordinator_message(raw)
                     log.warning("unreadable message from the coordinator: %s", err)
                     if task_id:
+                        # The institution's record of what it was asked includes what it
+                        # could not even read (a hostile or broken coordinator shows there).
+                        await asyncio.to_thread(
+                            self._record_unreadable, task_id, welcome.coordinator_id, err
+                        )
                         outbox.put_nowait(
                             encode_node_message(
                                 TaskResult(task_id, ErrorInfo(err.code, err.message))
@@ -323,6 +329,14 @@ class NodeAgent:
             for t in (read, stop, *helpers):
                 t.cancel()
             call.cancel()
+
+    def _record_unreadable(self, task_id: str, requester: str, err: MalformedMessage) -> None:
+        try:
+            self.handler.ledger.record_refusal(
+                task_id, requester, "a task this node could not read", err.code.value, err.message
+            )
+        except LedgerError as problem:
+            log.error("could not record the refusal of task %s: %s", task_id, problem)
 
     async def _answer(self, task: Task, received: float, requester: str) -> TaskResult:
         waited_ms = (time.monotonic() - received) * 1000.0
