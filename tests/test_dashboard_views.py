@@ -139,7 +139,7 @@ def test_the_value_axis_is_round_and_covers_every_interval(top: float) -> None:
     assert axis_max >= top
     mantissa = step / 10 ** math.floor(math.log10(step))
     assert round(mantissa, 9) in (1, 2, 5)
-    assert 2 <= round(axis_max / step) <= 5
+    assert 3 <= round(axis_max / step) <= 6
     assert axis_max - step < top  # no empty tick beyond the data
 
 

@@ -87,14 +87,21 @@ def _clip(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
-def nice_scale(top: float, ticks: int = 4) -> tuple[float, float]:
-    """(axis maximum, tick step) covering ``top`` with round steps (1, 2 or 5 times 10^k)."""
+def nice_scale(top: float, most: int = 6) -> tuple[float, float]:
+    """(axis maximum, tick step) covering ``top`` with round steps (1, 2 or 5 times 10^k): the
+    tightest such axis with 3 to ``most`` steps, so that bars use the room they have."""
     if not math.isfinite(top) or top <= 0:
         return 1.0, 0.25
-    raw = top / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    return math.ceil(top / step - 1e-9) * step, step
+    power = 10 ** math.floor(math.log10(top))
+    best: tuple[float, float] | None = None
+    for p in (power / 100, power / 10, power):
+        for m in (1, 2, 5):
+            step = m * p
+            n = math.ceil(top / step - 1e-9)
+            if 3 <= n <= most and (best is None or n * step < best[0]):
+                best = (n * step, step)
+    assert best is not None  # some step of 1, 2 or 5 times a power of ten always fits
+    return best
 
 
 def scale_top(marks: Sequence[Mark]) -> float:
@@ -106,6 +113,8 @@ def scale_top(marks: Sequence[Mark]) -> float:
 
 def _tick(value: float, axis_max: float) -> str:
     # One unit along an axis: 0, 5k, 10k, 15k rather than 0, 5,000, 10k, 15k.
+    if value == 0:
+        return "0"
     if axis_max >= 1e7:
         return f"{value / 1e6:g}M"
     if axis_max >= 1e4:

@@ -283,7 +283,7 @@ def _region_figures(
     cells = table["cells"]
     if len(dims) == 1:
         marks = _marks(cells, dims, divisor)
-        axis_max, step = charts.nice_scale(charts.scale_top(marks), ticks=5)
+        axis_max, step = charts.nice_scale(charts.scale_top(marks), most=len(charts.BLUES))
         return [
             Figure(
                 "region-map",
@@ -303,7 +303,9 @@ def _region_figures(
         ]
     other = next(d for d in table["dimensions"] if d["name"] != region)
     all_marks = _marks(cells, [region], divisor)
-    axis_max, step = charts.nice_scale(max((m.estimate or 0.0) for m in all_marks), ticks=5)
+    axis_max, step = charts.nice_scale(
+        max((m.estimate or 0.0) for m in all_marks), most=len(charts.BLUES)
+    )
     svgs, titles = [], []
     for key, group in _grouped(cells, other).items():
         name = labels.key_label(other["name"], key)
