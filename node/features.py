@@ -1,9 +1,10 @@
 """Derived customer features: one row per privacy unit, every value publicly bounded.
 
-These are the inputs of local statistics, of the institution's own report and, later, of the
-federated k-means segmentation. Each feature is clipped to bounds fixed in this file (public,
-data-independent), so that a customer's contribution to any sum of features is bounded before
-noise is added, and each can be scaled to [0, 1] by its bounds alone.
+These are the inputs of local statistics, of the institution's own report and of the sector's
+federated k-means segmentation (``node.segments``). Each feature is clipped to bounds fixed in
+the contract (``protocols.features``: public, data-independent), so that a customer's
+contribution to any sum of features is bounded before noise is added, and each can be scaled to
+[0, 1] by its bounds alone (on a log scale for visits, euros, kilometres and days ahead).
 
 Only tickets that count (order status "paid", which includes complimentary tickets) make
 visits; a visit is a distinct (customer, performance) and a booking the tickets of one order for
@@ -30,6 +31,7 @@ Distance and age are unknown (null) where the home or the birth year is; their b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Final
@@ -41,32 +43,17 @@ import polars as pl
 from node.geo import DistanceSource, Geography, haversine_km
 from protocols import bands
 from protocols.bands import Band
+from protocols.features import (
+    ALL_FEATURES,
+    IMPUTED,
+    MIX_FEATURES,
+    NUMERIC_FEATURES,
+    FeatureSpec,
+    customer_space,
+)
 from protocols.vocabulary import COUNTED_STATUSES, DISCIPLINES
 
-
-@dataclass(frozen=True, slots=True)
-class FeatureSpec:
-    name: str
-    low: float
-    high: float
-    description: str
-
-
-NUMERIC_FEATURES: Final[tuple[FeatureSpec, ...]] = (
-    FeatureSpec("frequency", 0, 24, "visits in the 12 months up to the as-of date"),
-    FeatureSpec("recency_days", 0, 1095, "days from the last visit to the as-of date"),
-    FeatureSpec("spend_eur", 0, 2000, "euros paid for visits in those 12 months"),
-    FeatureSpec("distance_km", 0, 250, "mean distance from home to the venues visited"),
-    FeatureSpec("age", 0, 100, "age in years at the as-of date"),
-    FeatureSpec("lead_time_days", 0, 180, "mean days between booking and performance"),
-    FeatureSpec("group_size", 1, 10, "mean tickets per booking"),
-    FeatureSpec("online_share", 0, 1, "share of bookings made in the own web shop"),
-    FeatureSpec("discount_share", 0, 1, "share of tickets at a price other than full"),
-)
-MIX_FEATURES: Final[tuple[FeatureSpec, ...]] = tuple(
-    FeatureSpec(f"mix_{d}", 0, 1, f"share of visits in {d}") for d in DISCIPLINES
-)
-ALL_FEATURES: Final[tuple[FeatureSpec, ...]] = (*NUMERIC_FEATURES, *MIX_FEATURES)
+__all__ = ["ALL_FEATURES", "MIX_FEATURES", "NUMERIC_FEATURES", "FeatureSpec"]
 _BOUNDS: Final[dict[str, tuple[float, float]]] = {f.name: (f.low, f.high) for f in ALL_FEATURES}
 
 # The bands of the two banded features are the public key sets of sector statistics, defined
@@ -96,18 +83,27 @@ class CustomerFeatures:
         return self.frame.height
 
     def normalised(self) -> pl.DataFrame:
-        """Every feature scaled to [0, 1] by its public bounds (null where unknown)."""
-        return self.frame.select(
-            "unit",
-            *(((pl.col(f.name) - f.low) / (f.high - f.low)).alias(f.name) for f in ALL_FEATURES),
-        )
+        """Every feature scaled to [0, 1] by its public bounds and scaling (null where unknown):
+        linear, or log(1 + v - low) / log(1 + high - low) for the long-tailed ones."""
+        return self.frame.select("unit", *(_scaled(f) for f in ALL_FEATURES))
 
     def segmentation_matrix(self) -> npt.NDArray[np.float64]:
-        """Rows of normalised features for k-means; unknown values at the public midpoint 0.5.
+        """Rows of scaled features for k-means (``protocols.features.customer_space``), in
+        ``unit`` order; unknown values at the public midpoint, which depends on no one's data,
+        so imputing it costs no privacy."""
+        matrix = self.normalised().drop("unit").fill_null(IMPUTED).to_numpy()
+        return np.asarray(matrix, dtype=np.float64)
 
-        The midpoint depends on no one's data, so imputing it costs no privacy.
-        """
-        return self.normalised().drop("unit").fill_null(0.5).to_numpy().astype(np.float64)
+
+def _scaled(f: FeatureSpec) -> pl.Expr:
+    v = pl.col(f.name).clip(f.low, f.high) - f.low
+    if f.transform == "log":
+        return (v.log1p() / math.log1p(f.high - f.low)).alias(f.name)
+    return (v / (f.high - f.low)).alias(f.name)
+
+
+# The space the segmentation works in: what ``segmentation_matrix`` rows mean.
+SEGMENTATION_SPACE: Final = customer_space()
 
 
 def _clip(expr: pl.Expr, name: str) -> pl.Expr:

@@ -1,0 +1,103 @@
+"""How a federated k-means spends its privacy budget, round by round, and grows its tree.
+
+The total per node (zCDP rho) is split, exactly, into three parts:
+
+- the partition tree's level rounds (root plus up to ``max_depth`` levels): ``TREE_SHARE``,
+  equally per level. A level costs little: it only decides where to cut;
+- the leaf round (the private coreset): ``LEAVES_SHARE``. The initial centres are as good as
+  the leaves' means, so it gets more;
+- the Lloyd rounds: the rest, equally per round up to ``max_lloyd_rounds``. When the stopping
+  rule ends the rounds early, what is left goes into one final round, so the centres that are
+  published come from the most precise round. Nothing beyond the declared total is ever spent,
+  and a run that stops early spends less on the tree (fewer levels) but all of the Lloyd share.
+
+Shares were chosen by measurement on the synthetic sector (docs/segmentation.md): initial centres
+matter more than Lloyd noise once tens of thousands of customers take part, so half the budget
+goes to the initialisation. zCDP composes by adding rho (Bun & Steinke 2016), so the node's total
+is the sum of the rounds it answered; each round is charged in its ledger before it answers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Final
+
+from privacy.budget import Rho
+from privacy.clustering.tree import MAX_DEPTH, GrowthRule
+
+TREE_SHARE: Final[Fraction] = Fraction(1, 5)
+LEAVES_SHARE: Final[Fraction] = Fraction(3, 10)
+DEFAULT_MAX_DEPTH: Final[int] = 16
+DEFAULT_LLOYD_ROUNDS: Final[int] = 6
+# Google's default keeps a node when it holds at least 10 * sqrt(d) times the noise sd of its
+# mean's sum; with our count entry in the leaf's sensitivity we measured 2.5 to give more, finer
+# leaves at the same accuracy (docs/segmentation.md).
+MIN_POINTS_NOISE_MULTIPLE: Final[float] = 2.5
+BRANCH_FACTOR: Final[float] = 3.0
+# However large the budget, at most this many leaves: the leaf round's vector stays small
+# (leaves x (1 + d) values) and the coreset k-means quick.
+MAX_LEAVES: Final[int] = 1500
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    total: Rho
+    k: int
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_lloyd_rounds: int = DEFAULT_LLOYD_ROUNDS
+
+    def __post_init__(self) -> None:
+        if self.total.is_zero():
+            raise ValueError("a k-means needs a positive budget")
+        if not 1 <= self.k <= 64:
+            raise ValueError("k must be 1..64")
+        if not 1 <= self.max_depth <= MAX_DEPTH:
+            raise ValueError(f"max_depth must be 1..{MAX_DEPTH}")
+        if not 1 <= self.max_lloyd_rounds <= 50:
+            raise ValueError("max_lloyd_rounds must be 1..50")
+
+    @property
+    def level_rho(self) -> Rho:
+        """Each tree level round, the root's included (max_depth + 1 of them at most)."""
+        return Rho(self.total.value * TREE_SHARE / (self.max_depth + 1))
+
+    @property
+    def leaves_rho(self) -> Rho:
+        return Rho(self.total.value * LEAVES_SHARE)
+
+    @property
+    def lloyd_share(self) -> Rho:
+        return Rho(self.total.value * (1 - TREE_SHARE - LEAVES_SHARE))
+
+    def lloyd_rho(self, rounds_left: int, final: bool) -> Rho:
+        """One Lloyd round's budget: an equal share, or everything left for the final one."""
+        share = self.lloyd_share.value / self.max_lloyd_rounds
+        return Rho(share * rounds_left if final else share)
+
+    @property
+    def most(self) -> Rho:
+        """The most a fit can cost a node (all levels and all Lloyd rounds)."""
+        return Rho(
+            self.level_rho.value * (self.max_depth + 1)
+            + self.leaves_rho.value
+            + self.lloyd_share.value
+        )
+
+
+def noise_sd(sensitivity: float, rho: Rho) -> float:
+    """Central-equivalent Gaussian sd for a sensitivity at rho (rho = D^2 / (2 sigma^2))."""
+    return sensitivity / math.sqrt(2.0 * float(rho))
+
+
+def growth_rule(schedule: Schedule, dim: int, radius: float, customers: float) -> GrowthRule:
+    """Keep a cell once its leaf mean would be accurate enough; never demand more than half a
+    cluster's share of the (noisy) number of customers, so k clusters can always be told apart.
+
+    ``customers`` is the root's noisy count; the leaf round's noise sd is per coordinate of a
+    leaf's sum (its sensitivity is that of ``TreeLeaves``: sqrt(1 + R^2))."""
+    sd = noise_sd(math.sqrt(1.0 + radius**2), schedule.leaves_rho)
+    wanted = MIN_POINTS_NOISE_MULTIPLE * math.sqrt(dim) * sd
+    min_points = max(1.0, customers / MAX_LEAVES, min(wanted, customers / (2 * schedule.k)))
+    return GrowthRule(min_points, BRANCH_FACTOR * min_points, schedule.max_depth)
