@@ -108,7 +108,7 @@ def _analysis(
     if not isinstance(statistic, str) or not re.match(r"^S\d{1,2}$", statistic):
         problems.append(f"{where}: statistic must be like 'S1'")
     measure = raw.get("measure")
-    if measure not in MEASURES:
+    if not isinstance(measure, str) or measure not in MEASURES:
         problems.append(f"{where}: measure must be one of {', '.join(MEASURES)}")
     dims = raw.get("dimensions")
     if not isinstance(dims, list) or not dims or not all(isinstance(d, str) for d in dims):
