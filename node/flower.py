@@ -63,7 +63,12 @@ def handler_from_node_config(context: Context) -> TaskHandler:
             f"the SuperNode has no {NODE_CONFIG_KEY!r} in its node config: start it with"
             f" --node-config '{NODE_CONFIG_KEY}=\"/path/to/node.toml\"'"
         )
-    path = Path(value).resolve()
+    return handler_for_config(Path(value))
+
+
+def handler_for_config(config_path: Path) -> TaskHandler:
+    """The handler of the node configured by ``config_path``, built once per process."""
+    path = config_path.resolve()
     with _services_lock:
         service = _services.get(path)
         if service is None:

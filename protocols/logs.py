@@ -74,6 +74,9 @@ def setup_logging(
 ) -> None:
     """Send every log record to stderr in the chosen format (replacing earlier set-ups)."""
     handler = logging.StreamHandler(sys.stderr)
+    # On the handler too: libraries that set their own loggers' levels (Flower sets DEBUG)
+    # still log at the level asked for.
+    handler.setLevel(getattr(logging, level.upper()))
     if log_format == "json":
         handler.setFormatter(JsonFormatter(component, fields))
     else:

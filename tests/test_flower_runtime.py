@@ -37,6 +37,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -446,3 +448,53 @@ def test_the_client_app_never_lets_an_error_out(federation: Federation) -> None:
     assert result.outcome.code.value == "INTERNAL"  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="publiek-config"):
         handler_from_node_config(context)
+
+
+SIM_PLAN = """
+[plan]
+id = "flower-sim"
+mode = "secure"
+min_nodes = 3
+task_timeout_s = 120
+
+[[analysis]]
+id = "by-discipline"
+statistic = "S1"
+measure = "tickets"
+dimensions = ["discipline"]
+years = [2024, 2024]
+max_cells = 8
+max_per_cell = 32
+rho = "0.1"
+"""
+
+
+def _simulate(tmp_path: Path, engine: str) -> dict[str, Any]:
+    """deploy.flower_sim as a user runs it (a process of its own: Ray leaves files open that
+    pytest would report, and it keeps process-wide state)."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(SIM_PLAN)
+    out = tmp_path / "sim"
+    argv = ["--institutions", "4", "--scale", "0.03", "--plan", str(plan), "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.flower_sim", *argv, "--engine", engine],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"over Flower ({engine}): 1 table(s), 4 institutions" in done.stdout
+    doc: dict[str, Any] = json.loads((out / "release" / "release.json").read_text())
+    assert doc["failed"] == []
+    assert doc["tables"][0]["contributors"] == ["inst-01", "inst-02", "inst-03", "inst-04"]
+    assert doc["coordinator_id"] == "flower-simulation"
+    return doc
+
+
+def test_the_simulation_app_in_process(tmp_path: Path) -> None:
+    _simulate(tmp_path, "inprocess")
+
+
+@pytest.mark.slow
+def test_the_simulation_app_on_flowers_simulation_engine(tmp_path: Path) -> None:
+    """Flower's own Simulation Engine on Ray (two actors here): any actor may serve a node's
+    next message, and the node's secure-round state travels in its Context."""
+    _simulate(tmp_path, "ray")
