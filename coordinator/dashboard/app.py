@@ -31,7 +31,13 @@ from starlette.exceptions import HTTPException
 
 from coordinator.dashboard import models, pages, views
 from coordinator.release import table_csv
-from coordinator.store import ReleaseNotFound, ReleaseStore, StoredRelease, StoreError
+from coordinator.store import (
+    ReleaseNotFound,
+    ReleaseStore,
+    ReleaseSummary,
+    StoredRelease,
+    StoreError,
+)
 from coordinator.store import table_parquet as parquet_bytes
 from protocols.version import software_version
 
@@ -95,6 +101,19 @@ def create_app(store: ReleaseStore) -> FastAPI:
     def stored(ref: str) -> StoredRelease:
         return store.get(ref)
 
+    entries: dict[str, views.CatalogueEntry] = {}
+    entries_lock = threading.Lock()
+
+    def entry(summary: ReleaseSummary) -> views.CatalogueEntry:
+        # A release never changes: its catalogue line is read from its document once.
+        with entries_lock:
+            known = entries.get(summary.release_id)
+        if known is None:
+            known = views.catalogue_entry(summary, stored(summary.release_id).document())
+            with entries_lock:
+                entries[summary.release_id] = known
+        return known
+
     def table_of(release: StoredRelease, analysis_id: str) -> dict[str, Any]:
         for table in release.document()["tables"]:
             if table["analysis_id"] == analysis_id:
@@ -132,7 +151,7 @@ def create_app(store: ReleaseStore) -> FastAPI:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def catalogue(request: Request) -> HTMLResponse:
         summaries = list(reversed(store.list()))  # newest first
-        entries = [views.catalogue_entry(s, stored(s.release_id).document()) for s in summaries]
+        entries = [entry(s) for s in summaries]
         links = pages.served_links(_base(request))
         return HTMLResponse(pages.catalogue_page(entries, shown_store, links))
 
