@@ -256,7 +256,7 @@ def test_the_methodology_page(browser: webdriver.Chrome, world) -> None:
 
 
 def test_the_report_opens_offline_and_shows_its_charts(
-    browser: webdriver.Chrome, world, tmp_path: Path
+    browser: webdriver.Chrome, downloads: Path, world, tmp_path: Path
 ) -> None:
     served, releases = world
     stored = releases[-1]
@@ -294,6 +294,16 @@ def test_the_report_opens_offline_and_shows_its_charts(
         shot(browser, "report-offline-top")
         browser.execute_script("document.getElementById('t-s1_tickets_region').scrollIntoView()")
         shot(browser, "report-offline-region")
+        # Its downloads are inside it: a table's CSV comes out of the file, offline.
+        aid = "s4_bookers_distance"
+        link = browser.find_element(By.CSS_SELECTOR, f"#t-{aid} a.download.csv")
+        browser.execute_script("arguments[0].scrollIntoView()", link)
+        link.click()
+        with ReleaseStore(served.store, create=False) as store:
+            store.export(stored.release_id, "csv", tmp_path / "csv")
+        assert (
+            _downloaded(downloads, f"{aid}.csv") == (tmp_path / "csv" / f"{aid}.csv").read_bytes()
+        )
         assert console_errors(browser) == []
         urls = requested(browser)
         assert report.as_uri() in urls  # the log sees the page's requests
