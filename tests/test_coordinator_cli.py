@@ -251,7 +251,8 @@ def test_export_refusals(
     with pytest.raises(SystemExit) as exit_:
         main(capsys, "export", "plan-a")
     assert exit_.value.code == 2
-    assert "one of the arguments --csv --json --parquet --html is required" in capsys.readouterr().err
+    required = "one of the arguments --csv --json --parquet --html is required"
+    assert required in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(capsys, "export", "plan-a", "--csv", "a", "--json", "b.json")
     assert exit_.value.code == 2 and "not allowed with" in capsys.readouterr().err
