@@ -177,3 +177,72 @@ def test_content_the_dashboard_does_not_know_is_shown_as_it_is(tmp_path) -> None
     html = pages.release_page(view, pages.served_links("/"))
     assert "Other content of this release: <code>segmentation</code>" in html
     assert "&#34;centres&#34;" in html and "0.5" in html
+
+
+def _segment_model(k: int) -> dict[str, Any]:
+    """A segmentation model as a release carries it (the form of protocols/segment_model.py)."""
+    return {
+        "schema": "publiek.segment-model/1",
+        "model_id": "seg-2024-abc",
+        "title": "Audiences 2024",
+        "space": {
+            "features": [
+                {"name": "frequency", "low": 1, "high": 20, "transform": "log"},
+                {"name": "share_classical", "low": 0, "high": 1, "transform": "identity"},
+            ],
+            "origin": [0.5, 0.5],
+            "radius": 0.71,
+        },
+        "segments": [
+            {
+                "key": f"segment_{i:02d}",
+                "label": f"label {i} <i>",
+                "description": f"About {i} visits a year.",
+                "centre": [i / (k + 1), 1 - i / (k + 1)],
+                "share": 1 / k,
+            }
+            for i in range(1, k + 1)
+        ],
+        "card": {"method": "DP federated k-means", "rho": "0.2"},
+    }
+
+
+def _with(doc: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    out = {k: v for k, v in doc.items() if k != "release_id"}
+    out.update(extra)
+    out["release_id"] = content_id(out)
+    return out
+
+
+def test_a_segmentation_shows_its_segments_and_names_its_tables(tmp_path) -> None:
+    base = release_of(sector_plan(), 1)
+    s12 = table(
+        {"segment": ["segment_01", "segment_02", "segment_03"], "discipline": ["dans", "film"]},
+        [100, 200, None, 400, 500, 600],
+    )
+    s12["analysis_id"], s12["title"] = "s12_segment_discipline", "Customers by segment"
+    doc = _with(base, tables=[*base["tables"], s12], segmentations=[_segment_model(3)])
+    with ReleaseStore(tmp_path / "r.sqlite") as store:
+        view = views.release_view(store.put(doc))
+    (model,) = view.segmentations
+    assert model.features == ("frequency", "share_classical")
+    assert [s.share for s in model.segments] == ["33.3%"] * 3
+    assert model.segments[0].centre == ("0.25", "0.75")
+    assert view.other == ()  # known, so not repeated as raw content
+    # The segment tables call segments by their labels, in charts and in the table.
+    segment_table = view.tables[-1]
+    assert segment_table.figures[0].panel_titles[0] == "Segment 01: label 1 <i>"
+    assert segment_table.cells[0].labels == ("Segment 01: label 1 <i>", "Dans (dance)")
+    html = pages.release_page(view, pages.served_links("/"))
+    assert "Audience segments: Audiences 2024" in html
+    assert "label 1 &lt;i&gt;" in html and "label 1 <i>" not in html
+    assert "About 2 visits a year." in html and "DP federated k-means" in html
+
+
+def test_a_segmentation_of_another_shape_is_shown_as_it_is(tmp_path) -> None:
+    odd = {"model_id": "x", "segments": "not a list"}
+    doc = _with(release_of(sector_plan(), 1), segmentations=[odd])
+    with ReleaseStore(tmp_path / "r.sqlite") as store:
+        view = views.release_view(store.put(doc))
+    assert view.segmentations == ()
+    assert [name for name, _ in view.other] == ["segmentations"]

@@ -12,7 +12,7 @@ Values are the stored ones; revenue is shown in euros (stored in cents), nothing
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,6 +39,9 @@ KNOWN_FIELDS: Final[frozenset[str]] = frozenset(
         "release_id",
     }
 )
+# How a table names its keys: labels.key_label, or a release's own names (segment labels).
+KeyNamer = Callable[[str, str], str]
+
 # Tables up to this many cells show their data table open; larger ones behind a click (that
 # needs no JavaScript: <details>).
 OPEN_TABLE_CELLS: Final[int] = 40
@@ -99,6 +102,27 @@ class TableView:
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentRow:
+    key: str
+    label: str
+    description: str
+    share: str  # of the sector's customers, "23.4%" (noisy), or "not published"
+    centre: tuple[str, ...]  # per feature, in the scaled space [0, 1]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentationView:
+    """A published segmentation model (``protocols/segment_model.py``): its segments in words,
+    their sector shares and centres; its S12 tables are among the release's tables."""
+
+    model_id: str
+    title: str
+    features: tuple[str, ...]
+    segments: tuple[SegmentRow, ...]
+    card: str  # the model card as JSON
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseView:
     release_id: str
     ref: str
@@ -123,6 +147,7 @@ class ReleaseView:
     tables: tuple[TableView, ...]
     failed: tuple[tuple[str, str], ...]
     excluded: tuple[tuple[str, str, str], ...]  # institution, reason, tables
+    segmentations: tuple[SegmentationView, ...]
     other: tuple[tuple[str, str], ...]  # unknown top-level fields as pretty JSON
 
 
@@ -167,7 +192,9 @@ def cost_sentence(privacy: dict[str, Any], n_participants: int) -> str:
     )
 
 
-def _marks(cells: Sequence[dict[str, Any]], dims: Sequence[str], divisor: int) -> list[charts.Mark]:
+def _marks(
+    cells: Sequence[dict[str, Any]], dims: Sequence[str], divisor: int, name: KeyNamer
+) -> list[charts.Mark]:
     out = []
     for cell in cells:
         keys = [str(cell[d]) for d in dims]
@@ -175,7 +202,7 @@ def _marks(cells: Sequence[dict[str, Any]], dims: Sequence[str], divisor: int) -
         out.append(
             charts.Mark(
                 key=" × ".join(keys),
-                label=" × ".join(labels.key_label(d, k) for d, k in zip(dims, keys, strict=True)),
+                label=" × ".join(name(d, k) for d, k in zip(dims, keys, strict=True)),
                 estimate=None if cell["suppressed"] or est is None else est / divisor,
                 low=cell["ci95_low"] / divisor,
                 high=cell["ci95_high"] / divisor,
@@ -205,11 +232,11 @@ def _label_width(marks: Sequence[charts.Mark], most: float) -> float:
     return max(48.0, min(most, 7.0 * longest + 12))
 
 
-def _figures(table: dict[str, Any], title: str) -> tuple[Figure, ...]:
+def _figures(table: dict[str, Any], title: str, name: KeyNamer) -> tuple[Figure, ...]:
     dims = [d["name"] for d in table["dimensions"]]
     divisor = labels.unit_divisor(table["measure"])
     cells = table["cells"]
-    marks = _marks(cells, dims, divisor)
+    marks = _marks(cells, dims, divisor, name)
     axis_max, step = charts.nice_scale(charts.scale_top(marks))
     unit = labels.measure_label(table["measure"])
     figures: list[Figure] = []
@@ -236,14 +263,14 @@ def _figures(table: dict[str, Any], title: str) -> tuple[Figure, ...]:
         rest = dims[1:]
         svgs, titles = [], []
         for key, panel_cells in _grouped(cells, first).items():
-            panel = _marks(panel_cells, rest, divisor)
-            name = labels.key_label(first["name"], key)
-            titles.append(name)
+            panel = _marks(panel_cells, rest, divisor, name)
+            panel_name = name(first["name"], key)
+            titles.append(panel_name)
             svgs.append(
                 charts.bar_chart(
                     panel,
-                    title=f"{title}: {name}",
-                    desc=_describe(panel, f"Bar chart of {title.lower()}, {name}", divisor),
+                    title=f"{title}: {panel_name}",
+                    desc=_describe(panel, f"Bar chart of {title.lower()}, {panel_name}", divisor),
                     axis_max=axis_max,
                     step=step,
                     divisor=divisor,
@@ -260,7 +287,7 @@ def _figures(table: dict[str, Any], title: str) -> tuple[Figure, ...]:
                 tuple(titles),
             )
         )
-    figures.extend(_region_figures(table, title, dims, divisor))
+    figures.extend(_region_figures(table, title, dims, divisor, name))
     return tuple(figures)
 
 
@@ -275,14 +302,14 @@ def _grouped(
 
 
 def _region_figures(
-    table: dict[str, Any], title: str, dims: list[str], divisor: int
+    table: dict[str, Any], title: str, dims: list[str], divisor: int, name: KeyNamer
 ) -> list[Figure]:
     region = next((d for d in dims if d in labels.REGION_DIMENSIONS), None)
     if region is None or len(dims) > 2:
         return []
     cells = table["cells"]
     if len(dims) == 1:
-        marks = _marks(cells, dims, divisor)
+        marks = _marks(cells, dims, divisor, name)
         axis_max, step = charts.nice_scale(charts.scale_top(marks), most=len(charts.BLUES))
         return [
             Figure(
@@ -302,20 +329,20 @@ def _region_figures(
             )
         ]
     other = next(d for d in table["dimensions"] if d["name"] != region)
-    all_marks = _marks(cells, [region], divisor)
+    all_marks = _marks(cells, [region], divisor, name)
     axis_max, step = charts.nice_scale(
         max((m.estimate or 0.0) for m in all_marks), most=len(charts.BLUES)
     )
     svgs, titles = [], []
     for key, group in _grouped(cells, other).items():
-        name = labels.key_label(other["name"], key)
-        marks = _marks(group, [region], divisor)
-        titles.append(name)
+        map_name = name(other["name"], key)
+        marks = _marks(group, [region], divisor, name)
+        titles.append(map_name)
         svgs.append(
             charts.region_map(
                 marks,
-                title=f"{title}: {name}",
-                desc=_describe(marks, f"Map of {title.lower()}, {name}", divisor),
+                title=f"{title}: {map_name}",
+                desc=_describe(marks, f"Map of {title.lower()}, {map_name}", divisor),
                 axis_max=axis_max,
                 step=step,
                 divisor=divisor,
@@ -335,7 +362,7 @@ def _region_figures(
     ]
 
 
-def _cells(table: dict[str, Any]) -> tuple[Cell, ...]:
+def _cells(table: dict[str, Any], name: KeyNamer) -> tuple[Cell, ...]:
     dims = [d["name"] for d in table["dimensions"]]
     divisor = labels.unit_divisor(table["measure"])
     out = []
@@ -345,7 +372,7 @@ def _cells(table: dict[str, Any]) -> tuple[Cell, ...]:
         out.append(
             Cell(
                 keys=keys,
-                labels=tuple(labels.key_label(d, k) for d, k in zip(dims, keys, strict=True)),
+                labels=tuple(name(d, k) for d, k in zip(dims, keys, strict=True)),
                 estimate="suppressed" if hidden else labels.number(cell["estimate"], divisor),
                 low=labels.number(cell["ci95_low"], divisor),
                 high=labels.number(cell["ci95_high"], divisor),
@@ -356,7 +383,9 @@ def _cells(table: dict[str, Any]) -> tuple[Cell, ...]:
     return tuple(out)
 
 
-def table_view(table: dict[str, Any], titles: dict[str, str]) -> TableView:
+def table_view(
+    table: dict[str, Any], titles: dict[str, str], name: KeyNamer = labels.key_label
+) -> TableView:
     measure = table["measure"]
     divisor = labels.unit_divisor(measure)
     unit = labels.measure_label(measure).lower()
@@ -366,11 +395,11 @@ def table_view(table: dict[str, Any], titles: dict[str, str]) -> TableView:
             name=d["name"],
             label=labels.dimension_label(d["name"]),
             keys=tuple(d["keys"]),
-            key_labels=tuple(labels.key_label(d["name"], k) for k in d["keys"]),
+            key_labels=tuple(name(d["name"], k) for k in d["keys"]),
         )
         for d in table["dimensions"]
     )
-    cells = _cells(table)
+    cells = _cells(table, name)
     n_suppressed = sum(c.suppressed for c in cells)
     partners = [titles.get(a, a) for a in post.get("consistent_with", [])]
     bound = noise["bound"]
@@ -384,7 +413,7 @@ def table_view(table: dict[str, Any], titles: dict[str, str]) -> TableView:
         measure_meaning=labels.measure_meaning(measure),
         dimensions=dims,
         cells=cells,
-        figures=_figures(table, table["title"]),
+        figures=_figures(table, table["title"], name),
         summary=(
             f"{len(cells)} cells"
             + (
@@ -426,8 +455,62 @@ def table_view(table: dict[str, Any], titles: dict[str, str]) -> TableView:
     )
 
 
+def _segmentations(doc: dict[str, Any]) -> tuple[SegmentationView, ...] | None:
+    """The release's segmentation models, or None if they are not in the shape this view
+    knows (they are then shown as they are, like any unknown content)."""
+    try:
+        views = []
+        for model in doc.get("segmentations", []):
+            rows = tuple(
+                SegmentRow(
+                    key=str(s["key"]),
+                    label=str(s.get("label") or ""),
+                    description=str(s.get("description") or ""),
+                    share=(
+                        "not published"
+                        if s.get("share") is None
+                        else f"{100 * float(s['share']):.1f}%"
+                    ),
+                    centre=tuple(f"{float(v):.2f}" for v in s["centre"]),
+                )
+                for s in model["segments"]
+            )
+            views.append(
+                SegmentationView(
+                    model_id=str(model.get("model_id", "")),
+                    title=str(model.get("title", "")),
+                    features=tuple(str(f["name"]) for f in model["space"]["features"]),
+                    segments=rows,
+                    card=json.dumps(model.get("card", {}), indent=2, ensure_ascii=False),
+                )
+            )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return tuple(views)
+
+
+def _namer(segmentations: Sequence[SegmentationView]) -> KeyNamer:
+    """Key names of a release: a segment is called by its model's label where it has one."""
+    named: Mapping[str, str] = {
+        s.key: f"{labels.key_label('segment', s.key)}: {s.label}"
+        for m in segmentations
+        for s in m.segments
+        if s.label
+    }
+
+    def name(dimension: str, key: str) -> str:
+        if dimension == "segment" and key in named:
+            return named[key]
+        return labels.key_label(dimension, key)
+
+    return name
+
+
 def release_view(stored: StoredRelease) -> ReleaseView:
     doc = stored.document()
+    segmentations = _segmentations(doc)
+    known = KNOWN_FIELDS | ({"segmentations"} if segmentations is not None else set())
+    name = _namer(segmentations or ())
     privacy = doc["privacy"]
     titles = {t["analysis_id"]: t["title"] for t in doc["tables"]}
     excluded: dict[tuple[str, str], list[str]] = {}
@@ -466,13 +549,14 @@ def release_view(stored: StoredRelease) -> ReleaseView:
             else "Open mode: each institution added the full noise itself, and the coordinator"
             " saw each institution's noisy answer."
         ),
-        tables=tuple(table_view(t, titles) for t in doc["tables"]),
+        tables=tuple(table_view(t, titles, name) for t in doc["tables"]),
         failed=tuple((f["analysis_id"], f["reason"]) for f in doc.get("failed", [])),
         excluded=tuple((i, r, ", ".join(ts)) for (i, r), ts in excluded.items()),
+        segmentations=segmentations or (),
         other=tuple(
             (k, json.dumps(v, indent=2, ensure_ascii=False))
             for k, v in doc.items()
-            if k not in KNOWN_FIELDS
+            if k not in known
         ),
     )
 
