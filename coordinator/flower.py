@@ -56,6 +56,7 @@ from coordinator.transport import NodeInfo, NodeUnavailable, TaskTimedOut
 from protocols.errors import ErrorCode, MalformedMessage
 from protocols.flower_envelope import KEY_COORDINATOR, KEY_MESSAGE, MESSAGE_TYPE, RECORD
 from protocols.identity import PeerVerifier
+from protocols.logs import ensure_logging
 from protocols.messages import ErrorInfo, Hello, Task, TaskResult, Welcome
 from protocols.plan import Plan, load_plan
 from protocols.serde import decode_node_message, encode_coordinator_message
@@ -478,6 +479,7 @@ def server_app(config: FlowerRunConfig | None = None) -> ServerApp:
 
     @app.main()  # type: ignore[untyped-decorator, unused-ignore]  # Any without flwr
     def main(grid: Grid, context: Context) -> None:
+        ensure_logging("publiek-coordinator")
         chosen = config or FlowerRunConfig.from_run_config(context.run_config)
         code = run_flower_plan(grid, chosen)
         if code != 0:

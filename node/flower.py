@@ -38,6 +38,7 @@ from node.round_state import persisted_rounds
 from node.service import NodeService, open_node
 from protocols.errors import INTERNAL_MESSAGE, ErrorCode, MalformedMessage
 from protocols.flower_envelope import KEY_COORDINATOR, KEY_MESSAGE, NODE_CONFIG_KEY, RECORD
+from protocols.logs import ensure_logging
 from protocols.messages import ErrorInfo, Hello, Task, TaskResult, Welcome
 from protocols.serde import (
     decode_coordinator_message,
@@ -124,6 +125,7 @@ def _unwrap(message: Message) -> tuple[bytes, str] | None:
 
 
 def _answer(message: Message, context: Context, handler_for: HandlerFactory) -> Message:
+    ensure_logging("publiek-node")
     unwrapped = _unwrap(message)
     if unwrapped is None:
         reply = _error("", ErrorCode.PROTOCOL_VIOLATION, "not a publiek message")

@@ -92,3 +92,11 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
+
+
+def ensure_logging(component: str, level: str = "info") -> None:
+    """Set up logging as ``setup_logging`` does unless the process already has it: for code
+    that runs inside another program's process (Flower starts a process per ServerApp and per
+    ClientApp message and configures only its own logger)."""
+    if not logging.getLogger().handlers:
+        setup_logging(component, level, default_log_format())
