@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test test-fast test-slow lint typecheck bench protos lock install clean postgres-server \
+	diffprivlib-env \
 	chromium
 
 # The virtual environment is created on first use and re-installed when the dependencies change.
@@ -78,8 +79,24 @@ test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
 
 ## bench: every benchmark in quick mode; results land in benchmarks/results/
-bench: $(STAMP)
+bench: $(STAMP) diffprivlib-env
 	$(PY) -m benchmarks --quick
+
+# The segmentation benchmark's central-DP baseline, IBM diffprivlib 0.6.6, does not import with
+# the scikit-learn publiek uses (>= 1.7): it gets an environment of its own, pinned, made here
+# (from pip) and never while a benchmark runs.
+DPL_VENV  := .venv-diffprivlib
+DPL_STAMP := $(DPL_VENV)/.installed
+$(DPL_STAMP): benchmarks/diffprivlib-requirements.txt
+	@echo "installing diffprivlib's own environment into $(DPL_VENV) (log: $(DPL_VENV).log)"
+	@( rm -rf $(DPL_VENV) && $(PYTHON) -m venv $(DPL_VENV) \
+	  && $(DPL_VENV)/bin/python -m pip install --upgrade "pip>=24" \
+	  && $(DPL_VENV)/bin/python -m pip install -r benchmarks/diffprivlib-requirements.txt ) \
+	  > $(DPL_VENV).log 2>&1 \
+	  || { tail -20 $(DPL_VENV).log; echo "diffprivlib environment failed: see $(DPL_VENV).log"; exit 1; }
+	@touch $(DPL_STAMP)
+
+diffprivlib-env: $(DPL_STAMP)
 
 ## protos: regenerate the gRPC/protobuf code after editing protocols/v1/*.proto
 protos: $(STAMP)
@@ -94,4 +111,4 @@ lock:
 	rm -rf .lockenv
 
 clean:
-	rm -rf $(VENV) demo-output test-artifacts .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(DPL_VENV) $(DPL_VENV).log demo-output test-artifacts .mypy_cache .ruff_cache .pytest_cache

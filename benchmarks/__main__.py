@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHMARKS = ["noise", "ingest", "secagg", "accuracy", "load"]
+BENCHMARKS = ["noise", "ingest", "secagg", "accuracy", "load", "segmentation"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from coordinator.rounds import NodeOutcome
 from coordinator.secure import SecureRoundResult
@@ -132,4 +133,30 @@ def aggregate_secure(analysis: Analysis, result: SecureRoundResult) -> Aggregate
             "rho_bound_at_survivors": noise.rho_bound(k),
             "max_bytes_sent_by_a_node": max(result.bytes_from_node.values(), default=0),
         },
+    )
+
+
+def table_record(t: AggregatedTable) -> dict[str, Any]:
+    """What is saved of a finished analysis: enough to release it after a restart."""
+    return {
+        "contributors": list(t.contributors),
+        "excluded": [list(e) for e in t.excluded],
+        "sums": list(t.sums),
+        "per_node_scale": t.per_node_scale,
+        "sd_total": t.sd_total,
+        "half_width_95": t.half_width_95,
+        "secure_round": t.secure_round,
+    }
+
+
+def table_from_record(analysis: Analysis, record: dict[str, Any]) -> AggregatedTable:
+    return AggregatedTable(
+        analysis=analysis,
+        contributors=tuple(record["contributors"]),
+        excluded=tuple((str(a), str(b)) for a, b in record["excluded"]),
+        sums=tuple(int(v) for v in record["sums"]),
+        per_node_scale=float(record["per_node_scale"]),
+        sd_total=float(record["sd_total"]),
+        half_width_95=float(record["half_width_95"]),
+        secure_round=record["secure_round"],
     )

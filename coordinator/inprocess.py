@@ -18,12 +18,18 @@ from protocols.serde import (
     encode_coordinator_message,
     encode_node_message,
 )
-from protocols.version import CAP_MODE_SECURE, CAP_SECAGG, NODE_CAPABILITIES, PROTOCOL_VERSION
+from protocols.version import (
+    CAP_KMEANS,
+    CAP_MODE_SECURE,
+    CAP_SECAGG,
+    NODE_CAPABILITIES,
+    PROTOCOL_VERSION,
+)
 
 NodeHandler = Callable[[Task], TaskResult]
 
 
-ALL_CAPABILITIES = (*NODE_CAPABILITIES, CAP_SECAGG, CAP_MODE_SECURE)
+ALL_CAPABILITIES = (*NODE_CAPABILITIES, CAP_SECAGG, CAP_MODE_SECURE, CAP_KMEANS)
 
 
 class InProcessTransport:

@@ -106,6 +106,7 @@ def build_release(
     tables: list[AggregatedTable],
     failed: list[FailedAnalysis],
     created_at: datetime | None = None,
+    segmentations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     created = (created_at or datetime.now(UTC)).isoformat(timespec="seconds")
     estimates = post_process(
@@ -159,6 +160,10 @@ def build_release(
         ],
         "failed": [{"analysis_id": f.analysis_id, "reason": f.reason} for f in failed],
     }
+    if segmentations:
+        # The shared segmentation's models (protocols/segment_model.py): centres, labels, the
+        # sector's shares and the model card. Their S12 tables are among the tables above.
+        doc["segmentations"] = segmentations
     body = json.dumps(doc, sort_keys=True, ensure_ascii=False).encode("utf-8")
     doc["release_id"] = "rel-" + hashlib.sha256(body).hexdigest()[:16]
     return doc
@@ -193,6 +198,12 @@ def write_release(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     for table in doc["tables"]:
         path = out_dir / f"{table['analysis_id']}.csv"
         _write_once(path, table_csv(table))
+        written.append(path)
+    for model in doc.get("segmentations", []):
+        # Each model also as a file of its own: what institutions apply with
+        # `publiek-node segments MODEL` (it is part of release.json as well).
+        path = out_dir / f"segment-model-{model['model_id']}.json"
+        _write_once(path, json.dumps(model, indent=2, ensure_ascii=False) + "\n")
         written.append(path)
     path = out_dir / "release.json"
     _write_once(path, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from coordinator.aggregate import AggregatedTable, RoundFailed, aggregate_open, aggregate_secure
+from coordinator.aggregate import (
+    AggregatedTable,
+    RoundFailed,
+    aggregate_open,
+    aggregate_secure,
+    table_from_record,
+    table_record,
+)
+from coordinator.checkpoints import StateCheckpoint
 from coordinator.release import FailedAnalysis, build_release
 from coordinator.rounds import collect
 from coordinator.secure import (
@@ -18,14 +26,26 @@ from coordinator.secure import (
     StageCheckpoint,
     run_secure_round,
 )
+from coordinator.segmentation import SegmentationFailed
+from coordinator.segmentation_run import (
+    SegmentationOutcome,
+    run_segmentation,
+    segmentation_from_record,
+    segmentation_record,
+)
 from coordinator.state import RunStateStore
 from coordinator.transport import NodeInfo, Transport
 from protocols.identity import PeerVerifier
-from protocols.messages import ReleaseMode, Task, TaskResult
+from protocols.messages import ReleaseMode, Task
 from protocols.plan import Analysis, Plan
-from protocols.secagg import SecAggReply, SecAggResponse
-from protocols.serde import decode_node_message, encode_node_message
-from protocols.version import CAP_HISTOGRAM, CAP_MODE_OPEN, CAP_MODE_SECURE, CAP_SECAGG
+from protocols.segmentation_plan import Segmentation
+from protocols.version import (
+    CAP_HISTOGRAM,
+    CAP_KMEANS,
+    CAP_MODE_OPEN,
+    CAP_MODE_SECURE,
+    CAP_SECAGG,
+)
 
 log = logging.getLogger("publiek.coordinator")
 
@@ -144,7 +164,7 @@ async def run_plan(
                 table = aggregate_open(analysis, outcomes, plan.min_nodes)
             else:
                 checkpoint = (
-                    _StateCheckpoint(state, run_id, analysis.id, task.task_id)
+                    StateCheckpoint(state, run_id, analysis.id, task.task_id)
                     if state is not None
                     else None
                 )
@@ -168,7 +188,17 @@ async def run_plan(
         tables.append(table)
         if state is not None:
             state.save_analysis(run_id, analysis.id, table_record(table))
-    if not tables:
+    models = []
+    for seg in plan.segmentations:
+        outcome = await _segmentation(
+            plan, seg, run_id, participants, transport, settings, progress
+        )
+        if isinstance(outcome, FailedAnalysis):
+            failed.append(outcome)
+            continue
+        tables += outcome.tables
+        models.append(outcome.model.to_json())
+    if not tables and not models:
         raise RunAborted("no analysis could be released: " + "; ".join(f.reason for f in failed))
     return build_release(
         plan=plan,
@@ -177,72 +207,68 @@ async def run_plan(
         participants=participants,
         tables=tables,
         failed=failed,
+        segmentations=models,
     )
+
+
+async def _segmentation(
+    plan: Plan,
+    seg: Segmentation,
+    run_id: str,
+    participants: list[NodeInfo],
+    transport: Transport,
+    settings: RunSettings,
+    progress: Progress,
+) -> SegmentationOutcome | FailedAnalysis:
+    """Fit (or restore) one segmentation; its model and S12 tables, or why it failed."""
+    state = settings.state
+    record = state.analyses(run_id).get(seg.id) if state is not None else None
+    if record is not None and record.status == "done" and record.result is not None:
+        progress(f"segmentation {seg.id} done before the restart")
+        return segmentation_from_record(seg, record.result)
+    if record is not None and record.status == "failed":
+        progress(f"segmentation {seg.id} failed before the restart")
+        return FailedAnalysis(seg.id, record.reason or "failed")
+    # Only nodes that hold customer features can answer; the others sit this one out.
+    able = [
+        n.institution_id for n in participants if CAP_KMEANS in n.capabilities or not n.session_id
+    ]
+    for n in participants:
+        if n.institution_id not in able:
+            progress(f"{n.institution_id} takes no part in {seg.id}: lacks capability {CAP_KMEANS}")
+    progress(f"segmentation {seg.id} ({seg.title}): k = {seg.k}, rho up to {seg.rho} per node")
+    try:
+        if len(able) < plan.min_nodes:
+            raise SegmentationFailed(
+                f"only {len(able)} node(s) can answer k-means rounds; the plan needs"
+                f" {plan.min_nodes}"
+            )
+        outcome = await run_segmentation(
+            plan,
+            seg,
+            run_id,
+            able,
+            transport,
+            verifier=settings.verifier,
+            state=state,
+            progress=progress,
+        )
+    except SegmentationFailed as err:
+        charged = ", ".join(err.charged) or "nobody"
+        reason = f"{err} (charged for that round, as their ledgers show: {charged})"
+        progress(f"segmentation {seg.id} failed: {reason}")
+        if state is not None:
+            state.fail_analysis(run_id, seg.id, reason, list(err.charged))
+        return FailedAnalysis(seg.id, reason)
+    if state is not None:
+        state.save_analysis(run_id, seg.id, segmentation_record(outcome))
+    labels = "; ".join(f"{s.key}: {s.label}" for s in outcome.model.segments)
+    progress(f"segmentation {seg.id}: {labels}")
+    return outcome
 
 
 def _absent(institution_id: str) -> NodeInfo:
     return NodeInfo(institution_id, "not connected at release time", 0, (), "", 0.0)
-
-
-def table_record(t: AggregatedTable) -> dict[str, Any]:
-    """What is saved of a finished analysis: enough to release it after a restart."""
-    return {
-        "contributors": list(t.contributors),
-        "excluded": [list(e) for e in t.excluded],
-        "sums": list(t.sums),
-        "per_node_scale": t.per_node_scale,
-        "sd_total": t.sd_total,
-        "half_width_95": t.half_width_95,
-        "secure_round": t.secure_round,
-    }
-
-
-def table_from_record(analysis: Analysis, record: dict[str, Any]) -> AggregatedTable:
-    return AggregatedTable(
-        analysis=analysis,
-        contributors=tuple(record["contributors"]),
-        excluded=tuple((str(a), str(b)) for a, b in record["excluded"]),
-        sums=tuple(int(v) for v in record["sums"]),
-        per_node_scale=float(record["per_node_scale"]),
-        sd_total=float(record["sd_total"]),
-        half_width_95=float(record["half_width_95"]),
-        secure_round=record["secure_round"],
-    )
-
-
-class _StateCheckpoint:
-    """Secure stages saved in the run state, each node's reply in its wire encoding."""
-
-    def __init__(self, state: RunStateStore, run_id: str, analysis_id: str, task_id: str) -> None:
-        self.state = state
-        self.run_id = run_id
-        self.analysis_id = analysis_id
-        self.task_id = task_id
-
-    def load(self) -> tuple[str, dict[str, dict[str, SecAggReply]]] | None:
-        saved = self.state.stages(self.run_id, self.analysis_id)
-        if saved is None:
-            return None
-        stages: dict[str, dict[str, SecAggReply]] = {}
-        for stage, replies in saved.stages.items():
-            stages[stage] = {}
-            for node, blob in replies.items():
-                msg = decode_node_message(blob)
-                if isinstance(msg, TaskResult) and isinstance(msg.outcome, SecAggResponse):
-                    stages[stage][node] = msg.outcome.stage
-        return saved.round_id, stages
-
-    def save(self, round_id: str, stage: str, replies: dict[str, SecAggReply]) -> None:
-        self.state.save_stage(
-            self.run_id,
-            self.analysis_id,
-            round_id,
-            stage,
-            {
-                node: encode_node_message(TaskResult(self.task_id, SecAggResponse(round_id, reply)))
-                for node, reply in replies.items()
-            },
-        )
 
 
 async def _secure(
@@ -255,14 +281,7 @@ async def _secure(
     progress: Progress,
     checkpoint: StageCheckpoint | None,
 ) -> AggregatedTable:
-    params = SecureParams.default(len(ids), n_min=plan.min_nodes)
-    if plan.degree is not None or plan.threshold is not None:
-        degree = min(plan.degree or params.degree, len(ids) - 1)
-        params = SecureParams(
-            n_min=plan.min_nodes,
-            degree=degree,
-            threshold=min(plan.threshold or degree // 2 + 1, degree),
-        )
+    params = SecureParams.for_plan(len(ids), plan.min_nodes, plan.degree, plan.threshold)
     result = await run_secure_round(
         transport,
         task,

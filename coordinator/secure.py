@@ -29,7 +29,7 @@ from coordinator.rounds import NodeOutcome, collect
 from coordinator.transport import Transport
 from privacy.secagg import graph, keys, prg, ring, shamir
 from protocols.identity import IdentityError, PeerVerifier
-from protocols.messages import HistogramQuery, Task, TaskResult
+from protocols.messages import Task, TaskResult
 from protocols.secagg import (
     EncryptedShare,
     EncryptedShares,
@@ -45,6 +45,7 @@ from protocols.secagg import (
     SecAggShareKeys,
     SecAggStage,
     SecAggUnmask,
+    SecureQuery,
     SignedKeys,
     keys_statement,
     self_mask_commitment,
@@ -65,6 +66,31 @@ class StageCheckpoint(Protocol):
     def save(self, round_id: str, stage: str, replies: dict[str, SecAggReply]) -> None: ...
 
 
+class TaskIds(Protocol):
+    """What a round takes from the task it runs for: a ``Task``, or a ``RoundTask`` when the
+    query is not a task spec of its own (a k-means step travels only inside a secure round)."""
+
+    @property
+    def task_id(self) -> str: ...
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def analysis_id(self) -> str: ...
+
+    @property
+    def timeout_ms(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RoundTask:
+    task_id: str
+    run_id: str
+    analysis_id: str
+    timeout_ms: int
+
+
 class SecureRoundFailed(Exception):
     def __init__(self, message: str, charged: tuple[str, ...]) -> None:
         super().__init__(message)
@@ -81,6 +107,17 @@ class SecureParams:
     def default(cls, n: int, n_min: int) -> SecureParams:
         degree = graph.default_degree(n)
         return cls(n_min=n_min, degree=degree, threshold=graph.default_threshold(degree))
+
+    @classmethod
+    def for_plan(
+        cls, n: int, n_min: int, degree: int | None, threshold: int | None
+    ) -> SecureParams:
+        """A plan's knobs (None: the default), fitted to the ``n`` participants."""
+        params = cls.default(n, n_min)
+        if degree is None and threshold is None:
+            return params
+        d = min(degree or params.degree, n - 1)
+        return cls(n_min=n_min, degree=d, threshold=min(threshold or d // 2 + 1, d))
 
 
 @dataclass
@@ -100,7 +137,7 @@ class _Round:
     def __init__(
         self,
         transport: Transport,
-        base: Task,
+        base: TaskIds,
         round_id: str,
         setup: SecAggSetup,
         verifier: PeerVerifier | None,
@@ -179,8 +216,8 @@ class _Round:
 
 async def run_secure_round(
     transport: Transport,
-    base: Task,
-    query: HistogramQuery,
+    base: TaskIds,
+    query: SecureQuery,
     participants: list[str],
     params: SecureParams,
     *,

@@ -268,7 +268,7 @@ class RunStateStore:
                     plan_id,
                     plan_sha256,
                     plan_text,
-                    json.dumps([a.id for a in plan.analyses]),
+                    json.dumps(list(plan.analysis_ids)),
                     RUNNING,
                     now,
                     now,
@@ -372,7 +372,9 @@ class RunStateStore:
                 recorded.setdefault(run_id, {})[analysis_id] = status
         out = []
         for run_id, plan_id, sha, status, created, updated, release_id, planned, alive in rows:
-            seen = recorded.get(run_id, {})
+            # A segmentation also records each of its rounds ("<id>/<round>"): progress counts
+            # the plan's own analyses only.
+            seen = {a: st for a, st in recorded.get(run_id, {}).items() if "/" not in a}
             statuses = list(seen.values())
             out.append(
                 RunRecord(

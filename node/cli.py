@@ -27,6 +27,7 @@ from node.ingest.starter import starter_mapping
 from node.ledger import Ledger, LedgerError
 from node.preview import preview_plan, read_budget, render
 from node.report import write_report
+from node.segments import ModelMismatch, SegmentData, audience_by_segment
 from node.service import open_node
 from node.status import DEFAULT_MAX_SILENCE_S, health, read_status, status_path
 from node.tls import TlsConfigError
@@ -34,6 +35,7 @@ from protocols.identity import IdentityError
 from protocols.logs import LOG_FORMATS, default_log_format, setup_logging
 from protocols.messages import ReleaseMode
 from protocols.plan import PlanError, load_plan
+from protocols.segment_model import ModelError, read_model
 from protocols.version import PROTOCOL_VERSION, software_version
 
 DESCRIPTION = """\
@@ -184,6 +186,7 @@ def _write_private_csv(frame: pl.DataFrame, path: Path) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    model = read_model(args.segments) if args.segments is not None else None
     setup = _setup(args)
     as_of = args.as_of or setup.as_of
     loaded = load(setup.source, setup.settings, setup.geography, as_of)
@@ -192,7 +195,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if args.config is not None
         else f"Audience in {Path(setup.source.display).name}"
     )
-    out = write_report(loaded, args.out, title)
+    out = write_report(loaded, args.out, title, model)
     print(
         f"wrote {out}: {loaded.table.rows:,} ticket lines, {loaded.features.customers:,}"
         f" customers as of {loaded.features.as_of}. It holds exact numbers: keep it on your"
@@ -200,6 +203,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
     )
     if loaded.report.quarantined:
         print(f"note: {loaded.report.quarantined:,} row(s) were quarantined (publiek-node check)")
+    return 0
+
+
+def _cmd_segments(args: argparse.Namespace) -> int:
+    """Apply a segmentation model to your own customers, here; nothing is sent."""
+    model = read_model(args.model)
+    setup = _setup(args)
+    loaded = load(setup.source, setup.settings, setup.geography, args.as_of or setup.as_of)
+    rows = audience_by_segment(model, SegmentData.from_features(loaded.features))
+    if args.json:
+        print(json.dumps([{**vars(r), "index": r.index} for r in rows], indent=2))
+        return 0
+    total = sum(r.customers for r in rows)
+    print(
+        f"{model.title or model.model_id}: {total:,} customers with an account, as of"
+        f" {loaded.features.as_of} (applied on this machine; nothing was sent)"
+    )
+    print(f"{'segment':<12} {'customers':>10} {'share':>7} {'sector':>7} {'index':>6}  label")
+    for r in rows:
+        sector = f"{r.sector_share:7.1%}" if r.sector_share is not None else f"{'-':>7}"
+        index = f"{r.index:6.0f}" if r.index is not None else f"{'-':>6}"
+        print(f"{r.key:<12} {r.customers:>10,} {r.share:7.1%} {sector} {index}  {r.label}")
     return 0
 
 
@@ -509,7 +534,26 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, required=True, metavar="FILE", help="the HTML file")
     rep.add_argument("--as-of", type=_date, metavar="DATE", help="measure customers at this date")
     rep.add_argument("--title", help="the report's title")
+    rep.add_argument(
+        "--segments",
+        type=Path,
+        metavar="MODEL",
+        help="add your audience by segment of this model (the sector's segment-model-*.json)",
+    )
     rep.set_defaults(func=_cmd_report)
+
+    seg = sub.add_parser(
+        "segments",
+        help="your customers by segment of a segmentation model (applied here, nothing is sent)",
+        description="Apply a segmentation model (a segment-model-*.json from a sector release,"
+        " or any model in that format) to your own customers, on this machine, and show your"
+        " audience by segment next to the sector's shares. Nothing is sent anywhere.",
+    )
+    seg.add_argument("model", type=Path, help="the model file (JSON)")
+    _data_arguments(seg)
+    seg.add_argument("--as-of", type=_date, metavar="DATE", help="measure customers at this date")
+    seg.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    seg.set_defaults(func=_cmd_segments)
     return parser
 
 
@@ -522,7 +566,15 @@ def main(argv: list[str] | None = None) -> int:
             print(err.report.format(), file=sys.stderr)
             return _fail("the data cannot be used (see above)")
         return _fail(str(err))
-    except (ConfigError, LedgerError, TlsConfigError, IdentityError, PlanError) as err:
+    except (
+        ConfigError,
+        LedgerError,
+        TlsConfigError,
+        IdentityError,
+        PlanError,
+        ModelError,
+        ModelMismatch,
+    ) as err:
         return _fail(str(err))
     except OSError as err:
         return _fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))

@@ -31,12 +31,16 @@ from node.ledger import (
 from node.policy import Policy
 from node.queries import bounded_counts, mechanism_for
 from node.secure import Contribution, SecAggClient
+from node.segments import SegmentData, kmeans_contribution
+from node.segments import problems as segment_problems
+from privacy.noise import IntVector
 from protocols.errors import INTERNAL_MESSAGE, ErrorCode, PublicError
 from protocols.identity import PeerVerifier, Signer
+from protocols.kmeans import KMeansQuery
 from protocols.messages import ErrorInfo, HistogramAnswer, HistogramQuery, Task, TaskResult
-from protocols.secagg import SecAggRequest, SecAggResponse, SecAggSetup, noise_share
+from protocols.secagg import SecAggRequest, SecAggResponse, SecAggSetup, SecureQuery, noise_share
 from protocols.serde import decode_node_message, encode_node_message, query_digest
-from protocols.version import CAP_MODE_SECURE, CAP_SECAGG, NODE_CAPABILITIES
+from protocols.version import CAP_KMEANS, CAP_MODE_SECURE, CAP_SECAGG, NODE_CAPABILITIES
 
 log = logging.getLogger("publiek.node")
 
@@ -71,7 +75,9 @@ def in_period(table: TicketTable, query: HistogramQuery) -> TicketTable:
     return replace(table, frame=table.frame.filter(pl.col("year").is_in(years)))
 
 
-def describe(query: HistogramQuery) -> str:
+def describe(query: SecureQuery) -> str:
+    if isinstance(query, KMeansQuery):
+        return query.describe()
     dims = " x ".join(d.name for d in query.dimensions)
     return f"{query.statistic}: {query.measure} by {dims} ({query.mode.value} mode)"
 
@@ -86,11 +92,14 @@ class TaskHandler:
         *,
         signer: Signer | None = None,
         verifier: PeerVerifier | None = None,
+        segments: SegmentData | None = None,
     ) -> None:
         self.identity = identity
         self.table = table
         self.ledger = ledger
         self.policy = policy
+        # The customers as the sector's segmentation sees them (None: it cannot take part).
+        self.segments = segments
         # Secure aggregation needs an identity to sign with and the sector CA to check peers.
         self.secagg = (
             SecAggClient(signer, verifier, self._contribute)
@@ -104,7 +113,8 @@ class TaskHandler:
     def capabilities(self) -> tuple[str, ...]:
         if self.secagg is None:
             return NODE_CAPABILITIES
-        return (*NODE_CAPABILITIES, CAP_SECAGG, CAP_MODE_SECURE)
+        kmeans = (CAP_KMEANS,) if self.segments is not None else ()
+        return (*NODE_CAPABILITIES, CAP_SECAGG, CAP_MODE_SECURE, *kmeans)
 
     def handle(self, task: Task, requester: str) -> TaskResult:
         """Answer a task or say why not. Never raises; never puts internal detail on the wire."""
@@ -176,7 +186,7 @@ class TaskHandler:
         )
         return _decode_result(stored)
 
-    def _charge_request(self, task: Task, query: HistogramQuery, requester: str) -> ChargeRequest:
+    def _charge_request(self, task: Task, query: SecureQuery, requester: str) -> ChargeRequest:
         return ChargeRequest(
             task_id=task.task_id,
             spec_digest=query_digest(query),
@@ -220,6 +230,10 @@ class TaskHandler:
             n_min=setup.n_min,
             spent_in_run=self.ledger.spent_in_run(task.run_id, excluding=task.task_id),
         )
+        if isinstance(query, KMeansQuery):
+            reasons = segment_problems(query, self.segments)
+            if reasons:
+                raise PublicError(ErrorCode.DATA_UNAVAILABLE, "; ".join(reasons))
         problem = self.ledger.preflight(self._charge_request(task, query, requester))
         if problem is not None:
             raise problem
@@ -238,9 +252,7 @@ class TaskHandler:
             )
         assert isinstance(outcome, NewCharge | PendingCharge)
         try:
-            counts = bounded_counts(
-                in_period(self.table, query), query, self.identity.institution_type
-            )
+            counts = self._bounded(query)
             noise = noise_share(setup)
             noisy = noise.share.sample(counts)
         except BaseException as err:
@@ -263,6 +275,12 @@ class TaskHandler:
             self.ledger.remaining(),
         )
         return Contribution(noisy, noise.share_scale, query.rho)
+
+    def _bounded(self, query: SecureQuery) -> IntVector:
+        """The node's noiseless, contribution-bounded vector for a secure round (never sent)."""
+        if isinstance(query, KMeansQuery):
+            return kmeans_contribution(query, self.segments)
+        return bounded_counts(in_period(self.table, query), query, self.identity.institution_type)
 
 
 def _failure_text(err: BaseException) -> str:

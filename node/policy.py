@@ -33,6 +33,7 @@ from typing import Any, Final
 from node.queries import effective_bound
 from privacy.budget import InvalidBudget, Rho
 from protocols.errors import ErrorCode, PublicError
+from protocols.kmeans import KMeansQuery
 from protocols.messages import MAX_CELLS, MEASURES, HistogramQuery, ReleaseMode
 
 # Social-tariff use can reveal poverty (../shared/domain/README.md: sensitive, opt-in).
@@ -74,12 +75,19 @@ class Policy:
     allow_social_tariff: bool = False
 
     def reasons(
-        self, query: HistogramQuery, *, n_min: int | None = None, spent_in_run: Rho | None = None
+        self,
+        query: HistogramQuery | KMeansQuery,
+        *,
+        n_min: int | None = None,
+        spent_in_run: Rho | None = None,
     ) -> list[str]:
         """Every reason this policy refuses the query (empty: accepted).
 
         ``n_min``: a secure round's fewest surviving contributions; ``spent_in_run``: what the
-        other tasks of the same run already cost this node.
+        other tasks of the same run already cost this node. A k-means round of the
+        segmentation (statistic S12) is held to the same modes, statistics, costs, n_min and
+        size; measures, per-customer caps and the social tariff concern histograms only (a
+        k-means round bounds each customer by the public feature space instead).
         """
         out = []
         if query.mode not in self.allowed_modes:
@@ -92,7 +100,11 @@ class Policy:
                 f"statistic {query.statistic} is not among the allowed statistics"
                 f" ({', '.join(sorted(self.allowed_statistics)) or 'none'})"
             )
-        if self.allowed_measures is not None and query.measure not in self.allowed_measures:
+        if (
+            isinstance(query, HistogramQuery)
+            and self.allowed_measures is not None
+            and query.measure not in self.allowed_measures
+        ):
             out.append(
                 f"measure {query.measure!r} is not among the allowed measures"
                 f" ({', '.join(sorted(self.allowed_measures)) or 'none'})"
@@ -116,6 +128,8 @@ class Policy:
             )
         if query.n_cells > self.max_cells:
             out.append(f"the table has {query.n_cells} cells, more than {self.max_cells}")
+        if isinstance(query, KMeansQuery):
+            return out
         cap = (self.max_contribution or {}).get(query.measure)
         bound = effective_bound(query)
         if cap is not None and bound.l1_sensitivity > cap:
@@ -136,7 +150,11 @@ class Policy:
         return out
 
     def check(
-        self, query: HistogramQuery, *, n_min: int | None = None, spent_in_run: Rho | None = None
+        self,
+        query: HistogramQuery | KMeansQuery,
+        *,
+        n_min: int | None = None,
+        spent_in_run: Rho | None = None,
     ) -> None:
         """Raise POLICY_REFUSED with every reason (joined by "; ") when the query is refused."""
         reasons = self.reasons(query, n_min=n_min, spent_in_run=spent_in_run)

@@ -19,6 +19,7 @@ from node.data import TicketTable
 from node.ledger import Ledger
 from node.policy import Policy
 from node.queries import bounded_counts, effective_bound, mechanism_for, unsupported
+from node.segment_preview import SegmentationPreview, preview_segmentation, render_segmentation
 from privacy.budget import Rho
 from privacy.noise import IntVector
 from protocols.messages import MEASURES, HistogramQuery, ReleaseMode
@@ -64,10 +65,13 @@ class PlanPreview:
     budget: Budget
     analyses: tuple[AnalysisPreview, ...]
     charged: Rho  # what the accepted analyses would cost this node
+    segmentations: tuple[SegmentationPreview, ...] = ()
 
     @property
     def accepted(self) -> bool:
-        return all(a.accepted for a in self.analyses)
+        return all(a.accepted for a in self.analyses) and all(
+            s.accepted for s in self.segmentations
+        )
 
 
 def read_budget(config: NodeConfig) -> Budget:
@@ -135,7 +139,23 @@ def preview_plan(
                 values=values,
             )
         )
-    return PlanPreview(plan, config.institution_id, participants, budget, tuple(previews), charged)
+    segmentations = []
+    for seg in plan.segmentations:
+        sp = preview_segmentation(
+            seg, policy, plan.min_nodes, plan.delta, charged, budget.remaining
+        )
+        if sp.accepted:
+            charged = charged + seg.total_rho
+        segmentations.append(sp)
+    return PlanPreview(
+        plan,
+        config.institution_id,
+        participants,
+        budget,
+        tuple(previews),
+        charged,
+        tuple(segmentations),
+    )
 
 
 def _left(remaining: Rho, spent: Rho) -> Rho:
@@ -206,17 +226,19 @@ def render(preview: PlanPreview, plan_path: Path | None = None) -> str:
     lines.append(f"  Left after this plan: rho {_left(budget.remaining, preview.charged)}.")
     for i, a in enumerate(preview.analyses, start=1):
         lines += ["", *_render_analysis(i, a, plan)]
-    refused = [a for a in preview.analyses if not a.accepted]
+    for i, s in enumerate(preview.segmentations, start=len(preview.analyses) + 1):
+        lines += ["", *render_segmentation(i, s, plan.min_nodes)]
+    refused = [a.analysis.id for a in preview.analyses if not a.accepted]
+    refused += [s.segmentation.id for s in preview.segmentations if not s.accepted]
+    count = len(preview.analyses) + len(preview.segmentations)
     lines.append("")
     if refused:
         lines.append(
-            f"{len(refused)} of {len(preview.analyses)} analyses would be refused by this node:"
-            f" {', '.join(a.analysis.id for a in refused)}."
+            f"{len(refused)} of {count} analyses would be refused by this node:"
+            f" {', '.join(refused)}."
         )
     else:
-        lines.append(
-            f"Your policy and budget accept all {len(preview.analyses)} analyses of this plan."
-        )
+        lines.append(f"Your policy and budget accept all {count} analyses of this plan.")
     return "\n".join(lines)
 
 

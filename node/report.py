@@ -25,7 +25,9 @@ import polars as pl
 from node.data import LoadedData
 from node.features import AGE_BAND_KEYS, DISTANCE_BAND_KEYS
 from node.geo import DistanceSource
+from node.segments import SegmentData, audience_by_segment
 from protocols.geography import REGION_BY_CODE, REGION_CODES
+from protocols.segment_model import SegmentModel
 from protocols.vocabulary import (
     CHANNELS,
     COUNTED_STATUSES,
@@ -111,7 +113,33 @@ def _share(part: Number, whole: Number) -> float:
     return round(100.0 * part / whole, 1) if whole else 0.0
 
 
-def build_report(data: LoadedData, title: str) -> AudienceReport:
+def segment_table(model: SegmentModel, data: LoadedData) -> Table:
+    """Your customers by segment of the sector's model, against the sector (applied here)."""
+    rows = audience_by_segment(model, SegmentData.from_features(data.features))
+    return Table(
+        "segments",
+        f"Your audience by segment ({model.title or model.model_id})",
+        "Your customers with an account, each placed in the nearest segment of the sector's"
+        " shared segmentation (applied on this machine: nothing was sent). The sector's shares"
+        " come with the model and carry its privacy noise; the index is 100 where a segment is"
+        " as common among your customers as in the sector.",
+        ("segment", "customers", "share %", "sector share %", "index"),
+        [
+            Row(
+                f"{r.key}: {r.label}",
+                (
+                    r.customers,
+                    round(100.0 * r.share, 1),
+                    round(100.0 * r.sector_share, 1) if r.sector_share is not None else 0.0,
+                    round(r.index) if r.index is not None else 0,
+                ),
+            )
+            for r in rows
+        ],
+    )
+
+
+def build_report(data: LoadedData, title: str, model: SegmentModel | None = None) -> AudienceReport:
     lines = data.lines
     counted = lines.filter(pl.col("order_status").is_in(COUNTED_STATUSES))
     feats = data.features.frame
@@ -384,6 +412,8 @@ def build_report(data: LoadedData, title: str) -> AudienceReport:
             [Row(k, (v, _share(v, feats.height))) for k, v in mix_counts.items()],
         )
     )
+    if model is not None:
+        tables.append(segment_table(model, data))
     return AudienceReport(
         title=title,
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -473,9 +503,11 @@ def render_html(report: AudienceReport) -> str:
     return "\n".join(out)
 
 
-def write_report(data: LoadedData, out: Path, title: str) -> Path:
+def write_report(
+    data: LoadedData, out: Path, title: str, model: SegmentModel | None = None
+) -> Path:
     """Write the report, readable by its owner only (it holds exact numbers)."""
-    text = render_html(build_report(data, title))
+    text = render_html(build_report(data, title, model))
     out.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

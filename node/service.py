@@ -16,6 +16,7 @@ from node.data import load
 from node.datasource import setup_from_config
 from node.handler import NodeIdentity, TaskHandler
 from node.ledger import Ledger
+from node.segments import SegmentData
 from protocols.certificates import CertificateError
 from protocols.identity import IdentityError, PeerVerifier, Signer
 
@@ -74,5 +75,9 @@ def open_node(config: NodeConfig, config_path: Path) -> NodeService:
         config.policy,
         signer=signer,
         verifier=verifier,
+        # The customers as the sector's segmentation sees them (node/segments.py).
+        segments=SegmentData.from_features(
+            loaded.features, config.institution_type, config.institution_region
+        ),
     )
     return NodeService(config, handler, ledger)

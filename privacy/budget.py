@@ -162,3 +162,30 @@ def epsilon_of(rho: Rho, delta: float) -> float:
     conversion: Any = dp.c.make_zCDP_to_approxDP(meas)
     profile = conversion.map(1.0)
     return float(profile.epsilon(delta))
+
+
+def rho_for_epsilon(epsilon: float, delta: float, digits: int = 6) -> Rho:
+    """The largest rho, rounded down to ``digits`` significant digits, whose conversion by
+    ``epsilon_of`` (OpenDP) is at most ``epsilon`` at ``delta``: a budget stated as
+    (epsilon, delta) per node, in the exact zCDP the ledgers account in."""
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise InvalidBudget(f"epsilon must be positive and finite, got {epsilon}")
+
+    def fits(value: float) -> bool:
+        return epsilon_of(Rho(Fraction(value)), delta) <= epsilon
+
+    lo, hi = 0.0, max(1.0, epsilon)
+    while fits(hi):
+        hi *= 2.0
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    if lo <= 0.0:
+        raise InvalidBudget(f"epsilon {epsilon} at delta {delta} allows no positive rho")
+    places = digits - math.floor(math.log10(lo)) - 1
+    rounded = Rho(Fraction(math.floor(lo * 10**places), 10**places))
+    assert epsilon_of(rounded, delta) <= epsilon
+    return rounded

@@ -26,6 +26,9 @@ _YEAR = re.compile(r"^(19|20)\d{2}$")
 _QUARTER = re.compile(r"^(19|20)\d{2}Q[1-4]$")
 
 MAX_KEYS_PER_DIMENSION: Final[int] = 1000
+# The segments of the sector's segmentation (S12), numbered from 1; a model of k segments uses
+# the first k. Only k-means rounds count by segment (``protocols.kmeans.SegmentCounts``).
+SEGMENT_KEYS: Final[tuple[str, ...]] = tuple(f"segment_{i:02d}" for i in range(1, 65))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,14 @@ PUBLIC_DIMENSIONS: Final[dict[str, DimensionSpec]] = {
 }
 
 
+# The segment of a customer is not a key the histogram engine can compute: it needs a fitted
+# model. Only the segmentation's own rounds count by it (``protocols.kmeans.SegmentCounts``),
+# and S12's released tables are keyed by it; a plan's [[analysis]] cannot ask for it.
+SEGMENT_DIMENSION: Final[DimensionSpec] = DimensionSpec(
+    "segment", "the customer's segment in the sector's shared segmentation (S12)", SEGMENT_KEYS
+)
+
+
 def dimension_problems(name: str, keys: tuple[str, ...]) -> list[str]:
     """Everything wrong with a dimension and its key set (empty when it is fine)."""
     return list(_dimension_problems(name, keys))
@@ -98,7 +109,7 @@ def dimension_problems(name: str, keys: tuple[str, ...]) -> list[str]:
 @functools.lru_cache(maxsize=256)
 def _dimension_problems(name: str, keys: tuple[str, ...]) -> tuple[str, ...]:
     # Key sets repeat across every task of a plan (and every stage of a round): check once.
-    spec = PUBLIC_DIMENSIONS.get(name)
+    spec = SEGMENT_DIMENSION if name == SEGMENT_DIMENSION.name else PUBLIC_DIMENSIONS.get(name)
     if spec is None:
         known = ", ".join(sorted(PUBLIC_DIMENSIONS))
         return (f"unknown dimension {name[:40]!r} (known: {known})",)

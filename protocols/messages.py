@@ -163,6 +163,14 @@ class HistogramQuery:
         return tuple(len(d.keys) for d in self.dimensions)
 
     @property
+    def l2_sensitivity(self) -> float:
+        return self.bound.l2_sensitivity
+
+    @property
+    def l1_sensitivity(self) -> float:
+        return float(self.bound.l1_sensitivity)
+
+    @property
     def n_cells(self) -> int:
         return math.prod(self.shape)
 

@@ -21,6 +21,7 @@ from privacy.budget import InvalidBudget, Rho, compose
 from protocols.dimensions import PUBLIC_DIMENSIONS, public_keys
 from protocols.errors import MalformedMessage
 from protocols.messages import MEASURES, Dimension, HistogramQuery, ReleaseMode
+from protocols.segmentation_plan import Segmentation, parse_segmentations
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 MAX_ANALYSES = 200
@@ -80,10 +81,20 @@ class Plan:
     degree: int | None = None
     threshold: int | None = None
     suppress_below: float = 1.0
+    # The sector's segmentation and its S12 tables (protocols/segmentation_plan.py).
+    segmentations: tuple[Segmentation, ...] = ()
 
     @property
     def rho_per_node(self) -> Rho:
-        return compose([a.query.rho for a in self.analyses])
+        """The most the plan can cost a node: every analysis and every segmentation."""
+        return compose(
+            [a.query.rho for a in self.analyses] + [s.total_rho for s in self.segmentations]
+        )
+
+    @property
+    def analysis_ids(self) -> tuple[str, ...]:
+        """Everything the plan releases under an id of its own, in running order."""
+        return (*(a.id for a in self.analyses), *(s.id for s in self.segmentations))
 
 
 def _analysis(
@@ -241,15 +252,16 @@ def parse_plan(text: str, source: str = "plan") -> Plan:
         and secure_knobs["threshold"] > secure_knobs["degree"]
     ):
         problems.append("plan.threshold cannot exceed plan.degree")
-    raw_analyses = raw.get("analysis")
-    if not isinstance(raw_analyses, list) or not raw_analyses:
-        problems.append("a plan needs at least one [[analysis]]")
+    raw_analyses = raw.get("analysis", [])
+    if not isinstance(raw_analyses, list) or not (raw_analyses or raw.get("segmentation")):
+        problems.append("a plan needs at least one [[analysis]] (or [[segmentation]])")
         raw_analyses = []
     if len(raw_analyses) > MAX_ANALYSES:
         problems.append(f"a plan may hold at most {MAX_ANALYSES} analyses")
         raw_analyses = raw_analyses[:MAX_ANALYSES]
     seen: set[str] = set()
     analyses = [_analysis(a, i, mode, problems, seen) for i, a in enumerate(raw_analyses)]
+    segmentations = parse_segmentations(raw.get("segmentation"), mode, delta, problems, seen)
     if problems:
         raise PlanError(source, problems)
     return Plan(
@@ -265,6 +277,7 @@ def parse_plan(text: str, source: str = "plan") -> Plan:
         degree=secure_knobs["degree"],
         threshold=secure_knobs["threshold"],
         suppress_below=float(suppress_below),
+        segmentations=segmentations,
     )
 
 

@@ -14,7 +14,11 @@ from google.protobuf.message import DecodeError
 
 from privacy.bounding import ContributionBound, InvalidBound
 from privacy.budget import InvalidBudget, Rho
+from privacy.clustering.space import Feature, FeatureSpace, InvalidSpace
+from privacy.clustering.steps import InvalidStep, LloydStep, TreeLeaves, TreeLevel
+from privacy.clustering.tree import InvalidTree, PartitionTree
 from protocols.errors import ErrorCode, MalformedMessage
+from protocols.kmeans import KMeansQuery, SegmentCounts
 from protocols.messages import (
     CoordinatorMessage,
     Dimension,
@@ -44,6 +48,7 @@ from protocols.secagg import (
     SecAggSetup,
     SecAggShareKeys,
     SecAggUnmask,
+    SecureQuery,
     SignedKeys,
 )
 from protocols.v1 import federation_pb2 as pb
@@ -140,14 +145,18 @@ def _task_from_pb(msg: pb.Task) -> Task:
     )
 
 
-def query_digest(query: HistogramQuery) -> str:
+def query_digest(query: SecureQuery) -> str:
     """SHA-256 of a query, canonically serialised.
 
     A node stores it with each charge: the same task id arriving with another query is a
     coordinator trying to get a second, different answer for one charge.
     """
-    body = _query_to_pb(query).SerializeToString(deterministic=True)
-    return hashlib.sha256(body).hexdigest()
+    msg = _query_to_pb(query) if isinstance(query, HistogramQuery) else _kmeans_to_pb(query)
+    body = msg.SerializeToString(deterministic=True)
+    # Histogram digests are unchanged from before k-means queries existed; the prefix keeps the
+    # two kinds apart should their bytes ever coincide.
+    prefix = b"" if isinstance(query, HistogramQuery) else b"kmeans\x00"
+    return hashlib.sha256(prefix + body).hexdigest()
 
 
 def task_digest(task: Task) -> str:
@@ -155,6 +164,124 @@ def task_digest(task: Task) -> str:
     if not isinstance(task.spec, HistogramQuery):
         raise TypeError("only histogram tasks have a single query digest")
     return query_digest(task.spec)
+
+
+# --- k-means (the shared segmentation) ---------------------------------------------------------
+
+
+def _space_to_pb(space: FeatureSpace) -> pb.FeatureSpace:
+    return pb.FeatureSpace(
+        features=[
+            pb.FeatureBound(name=f.name, low=f.low, high=f.high, transform=f.transform)
+            for f in space.features
+        ],
+        origin=list(space.origin),
+        radius=space.radius,
+    )
+
+
+def _space_from_pb(m: pb.FeatureSpace) -> FeatureSpace:
+    return FeatureSpace(
+        tuple(Feature(f.name, f.low, f.high, f.transform) for f in m.features),
+        tuple(m.origin),
+        m.radius,
+    )
+
+
+def _tree_to_pb(tree: PartitionTree) -> pb.PartitionTree:
+    return pb.PartitionTree(
+        levels=tree.levels,
+        directions=[v for row in tree.directions for v in row],
+        split_cells=[c for c, _ in tree.splits],
+        split_offsets=[o for _, o in tree.splits],
+    )
+
+
+def _rows(values: Any, n: int, what: str) -> tuple[tuple[float, ...], ...]:
+    flat = list(values)
+    if n < 1 or len(flat) % n:
+        raise MalformedMessage(f"{what}: {len(flat)} values do not make {n} rows")
+    width = len(flat) // n
+    return tuple(tuple(flat[i * width : (i + 1) * width]) for i in range(n))
+
+
+def _tree_from_pb(m: pb.PartitionTree) -> PartitionTree:
+    if len(m.split_cells) != len(m.split_offsets):
+        raise MalformedMessage("partition tree: split cells and offsets differ in number")
+    return PartitionTree(
+        _rows(m.directions, m.levels, "partition tree directions"),
+        tuple(zip(m.split_cells, m.split_offsets, strict=True)),
+    )
+
+
+def _centres_to_pb(centres: tuple[tuple[float, ...], ...]) -> pb.Centres:
+    return pb.Centres(k=len(centres), values=[v for row in centres for v in row])
+
+
+def _kmeans_to_pb(q: KMeansQuery) -> pb.KMeansQuery:
+    msg = pb.KMeansQuery(
+        statistic=q.statistic,
+        space=_space_to_pb(q.space),
+        rho=str(q.rho),
+        mode=_MODE_TO_PB[q.mode],
+        mechanism=q.mechanism,
+        as_of=q.as_of,
+    )
+    st = q.step
+    if isinstance(st, TreeLevel):
+        msg.tree_level.CopyFrom(pb.TreeLevelStep(tree=_tree_to_pb(st.tree), cells=list(st.cells)))
+    elif isinstance(st, TreeLeaves):
+        msg.tree_leaves.CopyFrom(pb.TreeLeavesStep(tree=_tree_to_pb(st.tree), cells=list(st.cells)))
+    elif isinstance(st, LloydStep):
+        msg.lloyd.CopyFrom(pb.LloydStep(centres=_centres_to_pb(st.centres)))
+    else:
+        msg.segment_counts.CopyFrom(
+            pb.SegmentCountsStep(
+                centres=_centres_to_pb(st.centres),
+                dimension=pb.Dimension(name=st.dimension.name, keys=list(st.dimension.keys)),
+                max_cells=st.max_cells,
+            )
+        )
+    return msg
+
+
+def _kmeans_from_pb(m: pb.KMeansQuery) -> KMeansQuery:
+    if m.mode not in _MODE_FROM_PB:
+        raise MalformedMessage("k-means query has no valid release mode", ErrorCode.INVALID_TASK)
+    kind = m.WhichOneof("step")
+    try:
+        rho = Rho.parse(m.rho)
+        space = _space_from_pb(m.space)
+        step: TreeLevel | TreeLeaves | LloydStep | SegmentCounts
+        if kind == "tree_level":
+            step = TreeLevel(_tree_from_pb(m.tree_level.tree), tuple(m.tree_level.cells))
+        elif kind == "tree_leaves":
+            step = TreeLeaves(_tree_from_pb(m.tree_leaves.tree), tuple(m.tree_leaves.cells))
+        elif kind == "lloyd":
+            c = m.lloyd.centres
+            step = LloydStep(_rows(c.values, c.k, "centres"))
+        elif kind == "segment_counts":
+            sc = m.segment_counts
+            step = SegmentCounts(
+                _rows(sc.centres.values, sc.centres.k, "centres"),
+                Dimension(sc.dimension.name, tuple(sc.dimension.keys)),
+                sc.max_cells,
+            )
+        else:
+            raise MalformedMessage("k-means query without a step", ErrorCode.INVALID_TASK)
+    except (InvalidBudget, InvalidSpace, InvalidTree, InvalidStep) as err:
+        raise MalformedMessage(f"k-means query: {err}", ErrorCode.INVALID_TASK) from err
+    except MalformedMessage as err:
+        raise MalformedMessage(err.message, ErrorCode.INVALID_TASK) from err
+    return KMeansQuery(
+        statistic=m.statistic,
+        space=space,
+        step=step,
+        rho=rho,
+        mode=_MODE_FROM_PB[m.mode],
+        as_of=m.as_of,
+        mechanism=m.mechanism,
+    )
 
 
 # --- secure aggregation ------------------------------------------------------------------------
@@ -207,15 +334,17 @@ def _secagg_request_to_pb(r: SecAggRequest) -> pb.SecAggRequest:
     msg = pb.SecAggRequest(round_id=r.round_id)
     st = r.stage
     if isinstance(st, SecAggSetup):
-        msg.setup.CopyFrom(
-            pb.SecAggSetup(
-                query=_query_to_pb(st.query),
-                participants=list(st.participants),
-                n_min=st.n_min,
-                degree=st.degree,
-                threshold=st.threshold,
-            )
+        setup = pb.SecAggSetup(
+            participants=list(st.participants),
+            n_min=st.n_min,
+            degree=st.degree,
+            threshold=st.threshold,
         )
+        if isinstance(st.query, HistogramQuery):
+            setup.histogram.CopyFrom(_query_to_pb(st.query))
+        else:
+            setup.kmeans.CopyFrom(_kmeans_to_pb(st.query))
+        msg.setup.CopyFrom(setup)
     elif isinstance(st, SecAggShareKeys):
         msg.share_keys.CopyFrom(pb.SecAggShareKeys(keys=[_keys_to_pb(k) for k in st.keys]))
     elif isinstance(st, SecAggMaskedInput):
@@ -240,12 +369,19 @@ def _secagg_request_from_pb(m: pb.SecAggRequest) -> SecAggRequest:
     kind = m.WhichOneof("stage")
     stage: Any
     if kind == "setup":
-        if not m.setup.HasField("query"):
+        which = m.setup.WhichOneof("query")
+        query: SecureQuery
+        if which == "histogram":
+            query = _query_from_pb(m.setup.histogram)
+        elif which == "kmeans":
+            query = _kmeans_from_pb(m.setup.kmeans)
+        else:
             raise MalformedMessage(
-                "secure-aggregation setup without a query", ErrorCode.INVALID_TASK
+                "secure-aggregation setup without a query this node understands",
+                ErrorCode.UNSUPPORTED_TASK,
             )
         stage = SecAggSetup(
-            query=_query_from_pb(m.setup.query),
+            query=query,
             participants=tuple(m.setup.participants),
             n_min=m.setup.n_min,
             degree=m.setup.degree,

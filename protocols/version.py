@@ -15,6 +15,9 @@ CAP_HISTOGRAM: Final[str] = "histogram/1"
 CAP_MODE_OPEN: Final[str] = "mode/open"
 CAP_MODE_SECURE: Final[str] = "mode/secure"
 CAP_SECAGG: Final[str] = "secagg/1"
+# The node holds customer features and answers the segmentation's k-means rounds (in secure
+# rounds only, so it comes with CAP_SECAGG).
+CAP_KMEANS: Final[str] = "kmeans/1"
 # Every node can answer open-mode histograms; secure mode needs an identity (see TaskHandler).
 NODE_CAPABILITIES: Final[tuple[str, ...]] = (CAP_HISTOGRAM, CAP_MODE_OPEN)
 

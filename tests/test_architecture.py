@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-OURS = {"coordinator", "node", "protocols", "privacy", "synthetic", "deploy", "benchmarks", "tests"}
+OURS = {
+    "coordinator",
+    "node",
+    "protocols",
+    "privacy",
+    "synthetic",
+    "federated",
+    "deploy",
+    "benchmarks",
+    "tests",
+}
 ALLOWED = {
     "privacy": set(),
     "protocols": {"privacy"},

@@ -229,14 +229,17 @@ def test_the_schedule_spends_exactly_the_declared_budget() -> None:
     # stopping after 2 equal rounds, the final round takes the other 4 rounds' budget
     lloyd = [s.lloyd_rho(6, False), s.lloyd_rho(5, False), s.lloyd_rho(4, True)]
     assert compose(lloyd) == s.lloyd_share
-    assert s.leaves_rho.value == Fraction(3, 10) * Fraction(2, 100)
+    assert s.leaves_rho.value == Fraction(9, 20) * Fraction(2, 100)
+    # a tree that needed 5 level rounds leaves 12 levels' budget to the leaf round
+    after = s.leaves_rho_after(5)
+    assert compose([*levels[:5], after, s.lloyd_share]) == s.total
 
 
 def test_the_growth_rule_follows_the_leaf_noise_and_the_data_size() -> None:
     s = Schedule(Rho.parse("0.02"), k=11)
-    big = growth_rule(s, 24, 1.8, 2e5)
+    big = growth_rule(s, 24, 1.8, 1e5)
     sd = math.sqrt(1 + 1.8**2) / math.sqrt(2 * float(s.leaves_rho))
-    assert big.min_points == pytest.approx(2.5 * math.sqrt(24) * sd)
+    assert big.min_points == pytest.approx(1.5 * math.sqrt(24) * sd)
     assert big.min_branch == pytest.approx(3 * big.min_points)
     huge = growth_rule(s, 24, 1.8, 3e6)
     assert huge.min_points == pytest.approx(2000.0)  # at most 1,500 leaves

@@ -612,7 +612,8 @@ class SecAggSetup(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    QUERY_FIELD_NUMBER: _builtins.int
+    HISTOGRAM_FIELD_NUMBER: _builtins.int
+    KMEANS_FIELD_NUMBER: _builtins.int
     PARTICIPANTS_FIELD_NUMBER: _builtins.int
     N_MIN_FIELD_NUMBER: _builtins.int
     DEGREE_FIELD_NUMBER: _builtins.int
@@ -625,7 +626,9 @@ class SecAggSetup(_message.Message):
     """Neighbours per node (n - 1: all-to-all) and shares needed to recover a node's secrets."""
     threshold: _builtins.int
     @_builtins.property
-    def query(self) -> Global___HistogramQuery: ...
+    def histogram(self) -> Global___HistogramQuery: ...
+    @_builtins.property
+    def kmeans(self) -> Global___KMeansQuery: ...
     @_builtins.property
     def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Everyone invited to the round, sorted. The neighbour graph is derived from these and the
@@ -635,17 +638,20 @@ class SecAggSetup(_message.Message):
     def __init__(
         self,
         *,
-        query: Global___HistogramQuery | None = ...,
+        histogram: Global___HistogramQuery | None = ...,
+        kmeans: Global___KMeansQuery | None = ...,
         participants: _abc.Iterable[_builtins.str] | None = ...,
         n_min: _builtins.int = ...,
         degree: _builtins.int = ...,
         threshold: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["histogram", b"histogram", "kmeans", b"kmeans", "query", b"query"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["degree", b"degree", "n_min", b"n_min", "participants", b"participants", "query", b"query", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["degree", b"degree", "histogram", b"histogram", "kmeans", b"kmeans", "n_min", b"n_min", "participants", b"participants", "query", b"query", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["histogram", "kmeans"]  # noqa: Y015
+    _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_query) -> _WhichOneofReturnType_query | None: ...
 
 Global___SecAggSetup: _TypeAlias = SecAggSetup  # noqa: Y015
 
@@ -947,3 +953,296 @@ class RevealedShares(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevealedShares: _TypeAlias = RevealedShares  # noqa: Y015
+
+@_typing.final
+class FeatureBound(_message.Message):
+    """---- The shared audience segmentation (S12): federated k-means with differential privacy.
+    Each round is a secure-aggregation round whose setup carries a KMeansQuery; every node routes
+    each customer to one cell (a cell of the partition tree, or the nearest centre) and adds a
+    bounded per-customer vector there (see privacy/clustering/steps.py for what and how much).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LOW_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    TRANSFORM_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    low: _builtins.float
+    """values are clipped to [low, high] ..."""
+    high: _builtins.float
+    transform: _builtins.str
+    """... and scaled to [0, 1]: "linear" or "log" """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        low: _builtins.float = ...,
+        high: _builtins.float = ...,
+        transform: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["high", b"high", "low", b"low", "name", b"name", "transform", b"transform"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureBound: _TypeAlias = FeatureBound  # noqa: Y015
+
+@_typing.final
+class FeatureSpace(_message.Message):
+    """The public space a k-means works in: fixed before any data is seen."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURES_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    RADIUS_FIELD_NUMBER: _builtins.int
+    radius: _builtins.float
+    """... and clipped to this L2 norm: the bound on one customer"""
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureBound]: ...
+    @_builtins.property
+    def origin(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """a scaled row is taken relative to this point ..."""
+
+    def __init__(
+        self,
+        *,
+        features: _abc.Iterable[Global___FeatureBound] | None = ...,
+        origin: _abc.Iterable[_builtins.float] | None = ...,
+        radius: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["features", b"features", "origin", b"origin", "radius", b"radius"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureSpace: _TypeAlias = FeatureSpace  # noqa: Y015
+
+@_typing.final
+class PartitionTree(_message.Message):
+    """A random-projection tree: cells numbered as a binary heap (root 1, children 2c and 2c + 1)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEVELS_FIELD_NUMBER: _builtins.int
+    DIRECTIONS_FIELD_NUMBER: _builtins.int
+    SPLIT_CELLS_FIELD_NUMBER: _builtins.int
+    SPLIT_OFFSETS_FIELD_NUMBER: _builtins.int
+    levels: _builtins.int
+    @_builtins.property
+    def directions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """levels x dimension, row-major unit vectors"""
+
+    @_builtins.property
+    def split_cells(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """every internal cell, ascending ..."""
+
+    @_builtins.property
+    def split_offsets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """... and where it is split along its level's direction"""
+
+    def __init__(
+        self,
+        *,
+        levels: _builtins.int = ...,
+        directions: _abc.Iterable[_builtins.float] | None = ...,
+        split_cells: _abc.Iterable[_builtins.int] | None = ...,
+        split_offsets: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directions", b"directions", "levels", b"levels", "split_cells", b"split_cells", "split_offsets", b"split_offsets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionTree: _TypeAlias = PartitionTree  # noqa: Y015
+
+@_typing.final
+class TreeLevelStep(_message.Message):
+    """count each listed cell and sum the projection on its next direction"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TREE_FIELD_NUMBER: _builtins.int
+    CELLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tree(self) -> Global___PartitionTree: ...
+    @_builtins.property
+    def cells(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        tree: Global___PartitionTree | None = ...,
+        cells: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tree", b"tree"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "tree", b"tree"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeLevelStep: _TypeAlias = TreeLevelStep  # noqa: Y015
+
+@_typing.final
+class TreeLeavesStep(_message.Message):
+    """count and sum each listed leaf: the private coreset"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TREE_FIELD_NUMBER: _builtins.int
+    CELLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tree(self) -> Global___PartitionTree: ...
+    @_builtins.property
+    def cells(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        tree: Global___PartitionTree | None = ...,
+        cells: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tree", b"tree"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "tree", b"tree"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TreeLeavesStep: _TypeAlias = TreeLeavesStep  # noqa: Y015
+
+@_typing.final
+class Centres(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    K_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    k: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """k x dimension, row-major, in the scaled space"""
+
+    def __init__(
+        self,
+        *,
+        k: _builtins.int = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["k", b"k", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Centres: _TypeAlias = Centres  # noqa: Y015
+
+@_typing.final
+class LloydStep(_message.Message):
+    """count, sum and cost of the customers nearest each centre"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CENTRES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def centres(self) -> Global___Centres: ...
+    def __init__(
+        self,
+        *,
+        centres: Global___Centres | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["centres", b"centres"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["centres", b"centres"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LloydStep: _TypeAlias = LloydStep  # noqa: Y015
+
+@_typing.final
+class SegmentCountsStep(_message.Message):
+    """customers by nearest centre and one public dimension"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CENTRES_FIELD_NUMBER: _builtins.int
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    MAX_CELLS_FIELD_NUMBER: _builtins.int
+    max_cells: _builtins.int
+    """keys one customer may count in (each once)"""
+    @_builtins.property
+    def centres(self) -> Global___Centres: ...
+    @_builtins.property
+    def dimension(self) -> Global___Dimension: ...
+    def __init__(
+        self,
+        *,
+        centres: Global___Centres | None = ...,
+        dimension: Global___Dimension | None = ...,
+        max_cells: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["centres", b"centres", "dimension", b"dimension"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["centres", b"centres", "dimension", b"dimension", "max_cells", b"max_cells"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SegmentCountsStep: _TypeAlias = SegmentCountsStep  # noqa: Y015
+
+@_typing.final
+class KMeansQuery(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATISTIC_FIELD_NUMBER: _builtins.int
+    SPACE_FIELD_NUMBER: _builtins.int
+    RHO_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    MECHANISM_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
+    TREE_LEVEL_FIELD_NUMBER: _builtins.int
+    TREE_LEAVES_FIELD_NUMBER: _builtins.int
+    LLOYD_FIELD_NUMBER: _builtins.int
+    SEGMENT_COUNTS_FIELD_NUMBER: _builtins.int
+    statistic: _builtins.str
+    """Which sector statistic this belongs to: "S12"."""
+    rho: _builtins.str
+    """zCDP cost to the node of answering, as an exact decimal string."""
+    mode: Global___ReleaseMode.ValueType
+    """secure only"""
+    mechanism: _builtins.str
+    as_of: _builtins.str
+    """The date the customer features are measured at (ISO 8601); empty: each node's own."""
+    @_builtins.property
+    def space(self) -> Global___FeatureSpace: ...
+    @_builtins.property
+    def tree_level(self) -> Global___TreeLevelStep: ...
+    @_builtins.property
+    def tree_leaves(self) -> Global___TreeLeavesStep: ...
+    @_builtins.property
+    def lloyd(self) -> Global___LloydStep: ...
+    @_builtins.property
+    def segment_counts(self) -> Global___SegmentCountsStep: ...
+    def __init__(
+        self,
+        *,
+        statistic: _builtins.str = ...,
+        space: Global___FeatureSpace | None = ...,
+        rho: _builtins.str = ...,
+        mode: Global___ReleaseMode.ValueType = ...,
+        mechanism: _builtins.str = ...,
+        as_of: _builtins.str = ...,
+        tree_level: Global___TreeLevelStep | None = ...,
+        tree_leaves: Global___TreeLeavesStep | None = ...,
+        lloyd: Global___LloydStep | None = ...,
+        segment_counts: Global___SegmentCountsStep | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lloyd", b"lloyd", "segment_counts", b"segment_counts", "space", b"space", "step", b"step", "tree_leaves", b"tree_leaves", "tree_level", b"tree_level"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "lloyd", b"lloyd", "mechanism", b"mechanism", "mode", b"mode", "rho", b"rho", "segment_counts", b"segment_counts", "space", b"space", "statistic", b"statistic", "step", b"step", "tree_leaves", b"tree_leaves", "tree_level", b"tree_level"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_step: _TypeAlias = _typing.Literal["tree_level", "tree_leaves", "lloyd", "segment_counts"]  # noqa: Y015
+    _WhichOneofArgType_step: _TypeAlias = _typing.Literal["step", b"step"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_step) -> _WhichOneofReturnType_step | None: ...
+
+Global___KMeansQuery: _TypeAlias = KMeansQuery  # noqa: Y015
