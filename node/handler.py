@@ -30,6 +30,8 @@ from node.ledger import (
 )
 from node.policy import Policy
 from node.queries import bounded_counts, mechanism_for
+from node.reach import ReachData, reach_contribution
+from node.reach import problems as reach_problems
 from node.secure import Contribution, SecAggClient
 from node.segments import SegmentData, kmeans_contribution
 from node.segments import problems as segment_problems
@@ -38,9 +40,16 @@ from protocols.errors import INTERNAL_MESSAGE, ErrorCode, PublicError
 from protocols.identity import PeerVerifier, Signer
 from protocols.kmeans import KMeansQuery
 from protocols.messages import ErrorInfo, HistogramAnswer, HistogramQuery, Task, TaskResult
+from protocols.reach import ReachQuery
 from protocols.secagg import SecAggRequest, SecAggResponse, SecAggSetup, SecureQuery, noise_share
 from protocols.serde import decode_node_message, encode_node_message, query_digest
-from protocols.version import CAP_KMEANS, CAP_MODE_SECURE, CAP_SECAGG, NODE_CAPABILITIES
+from protocols.version import (
+    CAP_KMEANS,
+    CAP_MODE_SECURE,
+    CAP_REACH,
+    CAP_SECAGG,
+    NODE_CAPABILITIES,
+)
 
 log = logging.getLogger("publiek.node")
 
@@ -76,7 +85,7 @@ def in_period(table: TicketTable, query: HistogramQuery) -> TicketTable:
 
 
 def describe(query: SecureQuery) -> str:
-    if isinstance(query, KMeansQuery):
+    if isinstance(query, KMeansQuery | ReachQuery):
         return query.describe()
     dims = " x ".join(d.name for d in query.dimensions)
     return f"{query.statistic}: {query.measure} by {dims} ({query.mode.value} mode)"
@@ -93,6 +102,7 @@ class TaskHandler:
         signer: Signer | None = None,
         verifier: PeerVerifier | None = None,
         segments: SegmentData | None = None,
+        reach: ReachData | None = None,
     ) -> None:
         self.identity = identity
         self.table = table
@@ -100,6 +110,8 @@ class TaskHandler:
         self.policy = policy
         # The customers as the sector's segmentation sees them (None: it cannot take part).
         self.segments = segments
+        # Its people as match keys, for sector reach (None: it cannot take part).
+        self.reach = reach
         # Secure aggregation needs an identity to sign with and the sector CA to check peers.
         self.secagg = (
             SecAggClient(signer, verifier, self._contribute)
@@ -114,7 +126,8 @@ class TaskHandler:
         if self.secagg is None:
             return NODE_CAPABILITIES
         kmeans = (CAP_KMEANS,) if self.segments is not None else ()
-        return (*NODE_CAPABILITIES, CAP_SECAGG, CAP_MODE_SECURE, *kmeans)
+        reach = (CAP_REACH,) if self.reach is not None and self.reach.people else ()
+        return (*NODE_CAPABILITIES, CAP_SECAGG, CAP_MODE_SECURE, *kmeans, *reach)
 
     def handle(self, task: Task, requester: str) -> TaskResult:
         """Answer a task or say why not. Never raises; never puts internal detail on the wire."""
@@ -234,6 +247,10 @@ class TaskHandler:
             reasons = segment_problems(query, self.segments)
             if reasons:
                 raise PublicError(ErrorCode.DATA_UNAVAILABLE, "; ".join(reasons))
+        if isinstance(query, ReachQuery):
+            reasons = reach_problems(query, self.reach)
+            if reasons:
+                raise PublicError(ErrorCode.DATA_UNAVAILABLE, "; ".join(reasons))
         problem = self.ledger.preflight(self._charge_request(task, query, requester))
         if problem is not None:
             raise problem
@@ -280,6 +297,8 @@ class TaskHandler:
         """The node's noiseless, contribution-bounded vector for a secure round (never sent)."""
         if isinstance(query, KMeansQuery):
             return kmeans_contribution(query, self.segments)
+        if isinstance(query, ReachQuery):
+            return reach_contribution(query, self.reach)
         return bounded_counts(in_period(self.table, query), query, self.identity.institution_type)
 
 

@@ -35,6 +35,7 @@ from privacy.budget import InvalidBudget, Rho
 from protocols.errors import ErrorCode, PublicError
 from protocols.kmeans import KMeansQuery
 from protocols.messages import MAX_CELLS, MEASURES, HistogramQuery, ReleaseMode
+from protocols.reach import ReachQuery
 
 # Social-tariff use can reveal poverty (../shared/domain/README.md: sensitive, opt-in).
 SENSITIVE_PRICE_TYPE: Final[str] = "social"
@@ -76,7 +77,7 @@ class Policy:
 
     def reasons(
         self,
-        query: HistogramQuery | KMeansQuery,
+        query: HistogramQuery | KMeansQuery | ReachQuery,
         *,
         n_min: int | None = None,
         spent_in_run: Rho | None = None,
@@ -87,7 +88,9 @@ class Policy:
         other tasks of the same run already cost this node. A k-means round of the
         segmentation (statistic S12) is held to the same modes, statistics, costs, n_min and
         size; measures, per-customer caps and the social tariff concern histograms only (a
-        k-means round bounds each customer by the public feature space instead).
+        k-means round bounds each customer by the public feature space instead). A reach
+        sketch (S7-S10, protocols/reach.py) is held to the same rules as a k-means round; its
+        bound is one bucket in each of at most max_cells keys per person.
         """
         out = []
         if query.mode not in self.allowed_modes:
@@ -128,7 +131,7 @@ class Policy:
             )
         if query.n_cells > self.max_cells:
             out.append(f"the table has {query.n_cells} cells, more than {self.max_cells}")
-        if isinstance(query, KMeansQuery):
+        if isinstance(query, KMeansQuery | ReachQuery):
             return out
         cap = (self.max_contribution or {}).get(query.measure)
         bound = effective_bound(query)
@@ -151,7 +154,7 @@ class Policy:
 
     def check(
         self,
-        query: HistogramQuery | KMeansQuery,
+        query: HistogramQuery | KMeansQuery | ReachQuery,
         *,
         n_min: int | None = None,
         spent_in_run: Rho | None = None,

@@ -16,6 +16,7 @@ from node.data import load
 from node.datasource import setup_from_config
 from node.handler import NodeIdentity, TaskHandler
 from node.ledger import Ledger
+from node.reach import ReachData
 from node.segments import SegmentData
 from protocols.certificates import CertificateError
 from protocols.identity import IdentityError, PeerVerifier, Signer
@@ -78,6 +79,12 @@ def open_node(config: NodeConfig, config_path: Path) -> NodeService:
         # The customers as the sector's segmentation sees them (node/segments.py).
         segments=SegmentData.from_features(
             loaded.features, config.institution_type, config.institution_region
+        ),
+        # Its people as match keys, for sector reach (node/reach.py); none without a key file.
+        reach=(
+            ReachData.build(table, loaded.match_keys, config.institution_type)
+            if loaded.match_keys is not None
+            else None
         ),
     )
     return NodeService(config, handler, ledger)

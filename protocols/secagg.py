@@ -20,6 +20,7 @@ from protocols.errors import ErrorCode, MalformedMessage
 from protocols.identity import statement
 from protocols.kmeans import KMeansQuery
 from protocols.messages import MAX_ID_CHARS, HistogramQuery, ReleaseMode
+from protocols.reach import ReachQuery
 
 MAX_PARTICIPANTS: Final[int] = 100_000
 MAX_CERTIFICATE_BYTES: Final[int] = 16_384
@@ -55,7 +56,7 @@ def _id_list_problem(ids: tuple[str, ...], sorted_unique: bool) -> str | None:
 # noise need. A new kind (e.g. reach sketches) is added here, as a field of the setup's ``query``
 # oneof in v1/federation.proto with its case in serde.py, and as a contribution in
 # node/handler.py; the round itself (node/secure.py, coordinator/secure.py) does not change.
-SecureQuery = HistogramQuery | KMeansQuery
+SecureQuery = HistogramQuery | KMeansQuery | ReachQuery
 
 
 @dataclass(frozen=True, slots=True)

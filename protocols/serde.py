@@ -34,6 +34,7 @@ from protocols.messages import (
     TaskResult,
     Welcome,
 )
+from protocols.reach import ReachQuery
 from protocols.secagg import (
     EncryptedShare,
     EncryptedShares,
@@ -151,11 +152,16 @@ def query_digest(query: SecureQuery) -> str:
     A node stores it with each charge: the same task id arriving with another query is a
     coordinator trying to get a second, different answer for one charge.
     """
-    msg = _query_to_pb(query) if isinstance(query, HistogramQuery) else _kmeans_to_pb(query)
+    msg: pb.HistogramQuery | pb.KMeansQuery | pb.ReachQuery
+    if isinstance(query, HistogramQuery):
+        msg, prefix = _query_to_pb(query), b""
+    elif isinstance(query, ReachQuery):
+        msg, prefix = _reach_to_pb(query), b"reach\x00"
+    else:
+        msg, prefix = _kmeans_to_pb(query), b"kmeans\x00"
+    # Histogram digests are unchanged from before other kinds existed; the prefix keeps the
+    # kinds apart should their bytes ever coincide.
     body = msg.SerializeToString(deterministic=True)
-    # Histogram digests are unchanged from before k-means queries existed; the prefix keeps the
-    # two kinds apart should their bytes ever coincide.
-    prefix = b"" if isinstance(query, HistogramQuery) else b"kmeans\x00"
     return hashlib.sha256(prefix + body).hexdigest()
 
 
@@ -284,6 +290,44 @@ def _kmeans_from_pb(m: pb.KMeansQuery) -> KMeansQuery:
     )
 
 
+# --- reach sketches (S7-S10) --------------------------------------------------------------------
+
+
+def _reach_to_pb(q: ReachQuery) -> pb.ReachQuery:
+    return pb.ReachQuery(
+        statistic=q.statistic,
+        by=pb.Dimension(name=q.by.name, keys=list(q.by.keys)),
+        buckets=q.buckets,
+        max_cells=q.max_cells,
+        first_year=q.years[0],
+        last_year=q.years[1],
+        rho=str(q.rho),
+        mode=_MODE_TO_PB[q.mode],
+        mechanism=q.mechanism,
+        salt=q.salt,
+    )
+
+
+def _reach_from_pb(m: pb.ReachQuery) -> ReachQuery:
+    if m.mode not in _MODE_FROM_PB:
+        raise MalformedMessage("reach query has no valid release mode", ErrorCode.INVALID_TASK)
+    try:
+        rho = Rho.parse(m.rho)
+    except InvalidBudget as err:
+        raise MalformedMessage(f"reach query: {err}", ErrorCode.INVALID_TASK) from err
+    return ReachQuery(
+        statistic=m.statistic,
+        by=Dimension(m.by.name, tuple(m.by.keys)),
+        buckets=m.buckets,
+        max_cells=m.max_cells,
+        years=(m.first_year, m.last_year),
+        rho=rho,
+        salt=m.salt,
+        mode=_MODE_FROM_PB[m.mode],
+        mechanism=m.mechanism,
+    )
+
+
 # --- secure aggregation ------------------------------------------------------------------------
 
 
@@ -342,6 +386,8 @@ def _secagg_request_to_pb(r: SecAggRequest) -> pb.SecAggRequest:
         )
         if isinstance(st.query, HistogramQuery):
             setup.histogram.CopyFrom(_query_to_pb(st.query))
+        elif isinstance(st.query, ReachQuery):
+            setup.reach.CopyFrom(_reach_to_pb(st.query))
         else:
             setup.kmeans.CopyFrom(_kmeans_to_pb(st.query))
         msg.setup.CopyFrom(setup)
@@ -375,6 +421,8 @@ def _secagg_request_from_pb(m: pb.SecAggRequest) -> SecAggRequest:
             query = _query_from_pb(m.setup.histogram)
         elif which == "kmeans":
             query = _kmeans_from_pb(m.setup.kmeans)
+        elif which == "reach":
+            query = _reach_from_pb(m.setup.reach)
         else:
             raise MalformedMessage(
                 "secure-aggregation setup without a query this node understands",

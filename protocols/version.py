@@ -18,6 +18,8 @@ CAP_SECAGG: Final[str] = "secagg/1"
 # The node holds customer features and answers the segmentation's k-means rounds (in secure
 # rounds only, so it comes with CAP_SECAGG).
 CAP_KMEANS: Final[str] = "kmeans/1"
+# The node holds match keys (a [matching] key file) and answers reach sketches (secure only).
+CAP_REACH: Final[str] = "reach/1"
 # Every node can answer open-mode histograms; secure mode needs an identity (see TaskHandler).
 NODE_CAPABILITIES: Final[tuple[str, ...]] = (CAP_HISTOGRAM, CAP_MODE_OPEN)
 

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotocols/v1/federation.proto\x12\npubliek.v1\"\x8f\x01\n\x0bNodeMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.publiek.v1.HelloH\x00\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x16.publiek.v1.TaskResultH\x00\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x15.publiek.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\xbe\x01\n\x12\x43oordinatorMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.publiek.v1.WelcomeH\x00\x12*\n\trejection\x18\x02 \x01(\x0b\x32\x15.publiek.v1.RejectionH\x00\x12 \n\x04task\x18\x03 \x01(\x0b\x32\x10.publiek.v1.TaskH\x00\x12*\n\theartbeat\x18\x04 \x01(\x0b\x32\x15.publiek.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"i\n\x05Hello\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\"\x88\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x02 \x01(\t\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\x12\x1d\n\x15heartbeat_interval_ms\x18\x05 \x01(\r\"-\n\tRejection\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.publiek.v1.Error\"\x1d\n\tHeartbeat\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"=\n\x05\x45rror\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.publiek.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb6\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0b\x61nalysis_id\x18\x03 \x01(\t\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12/\n\thistogram\x18\n \x01(\x0b\x32\x1a.publiek.v1.HistogramQueryH\x00\x12+\n\x06secagg\x18\x0b \x01(\x0b\x32\x19.publiek.v1.SecAggRequestH\x00\x42\x06\n\x04spec\"\'\n\tDimension\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\"<\n\x11\x43ontributionBound\x12\x11\n\tmax_cells\x18\x01 \x01(\r\x12\x14\n\x0cmax_per_cell\x18\x02 \x01(\r\"\xfb\x01\n\x0eHistogramQuery\x12\x11\n\tstatistic\x18\x01 \x01(\t\x12\x0f\n\x07measure\x18\x02 \x01(\t\x12)\n\ndimensions\x18\x03 \x03(\x0b\x32\x15.publiek.v1.Dimension\x12,\n\x05\x62ound\x18\x04 \x01(\x0b\x32\x1d.publiek.v1.ContributionBound\x12\x0b\n\x03rho\x18\x05 \x01(\t\x12%\n\x04mode\x18\x06 \x01(\x0e\x32\x17.publiek.v1.ReleaseMode\x12\x11\n\tmechanism\x18\x07 \x01(\t\x12\x12\n\nfirst_year\x18\x08 \x01(\r\x12\x11\n\tlast_year\x18\t \x01(\r\"\xac\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x30\n\thistogram\x18\n \x01(\x0b\x32\x1b.publiek.v1.HistogramAnswerH\x00\x12\"\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x11.publiek.v1.ErrorH\x00\x12,\n\x06secagg\x18\x0c \x01(\x0b\x32\x1a.publiek.v1.SecAggResponseH\x00\x42\t\n\x07outcome\"U\n\x0fHistogramAnswer\x12\x0e\n\x06values\x18\x01 \x03(\x12\x12\x13\n\x0bnoise_scale\x18\x02 \x01(\x01\x12\x0b\n\x03rho\x18\x03 \x01(\t\x12\x10\n\x08replayed\x18\x04 \x01(\x08\"\xa0\x02\n\rSecAggRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12(\n\x05setup\x18\n \x01(\x0b\x32\x17.publiek.v1.SecAggSetupH\x00\x12\x31\n\nshare_keys\x18\x0b \x01(\x0b\x32\x1b.publiek.v1.SecAggShareKeysH\x00\x12\x35\n\x0cmasked_input\x18\x0c \x01(\x0b\x32\x1d.publiek.v1.SecAggMaskedInputH\x00\x12\x34\n\x0b\x63onsistency\x18\r \x01(\x0b\x32\x1d.publiek.v1.SecAggConsistencyH\x00\x12*\n\x06unmask\x18\x0e \x01(\x0b\x32\x18.publiek.v1.SecAggUnmaskH\x00\x42\x07\n\x05stage\"\x8e\x02\n\x0eSecAggResponse\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12&\n\x04keys\x18\n \x01(\x0b\x32\x16.publiek.v1.SignedKeysH\x00\x12-\n\x06shares\x18\x0b \x01(\x0b\x32\x1b.publiek.v1.EncryptedSharesH\x00\x12*\n\x06masked\x18\x0c \x01(\x0b\x32\x18.publiek.v1.MaskedVectorH\x00\x12\x30\n\x0b\x63onsistency\x18\r \x01(\x0b\x32\x19.publiek.v1.NodeSignatureH\x00\x12,\n\x06reveal\x18\x0e \x01(\x0b\x32\x1a.publiek.v1.RevealedSharesH\x00\x42\x07\n\x05stage\"\xba\x01\n\x0bSecAggSetup\x12/\n\thistogram\x18\x01 \x01(\x0b\x32\x1a.publiek.v1.HistogramQueryH\x00\x12)\n\x06kmeans\x18\x06 \x01(\x0b\x32\x17.publiek.v1.KMeansQueryH\x00\x12\x14\n\x0cparticipants\x18\x02 \x03(\t\x12\r\n\x05n_min\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65gree\x18\x04 \x01(\r\x12\x11\n\tthreshold\x18\x05 \x01(\rB\x07\n\x05query\"\x94\x01\n\nSignedKeys\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x65ncryption_key\x18\x02 \x01(\x0c\x12\x10\n\x08mask_key\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x1c\n\x14self_mask_commitment\x18\x06 \x01(\x0c\"7\n\x0fSecAggShareKeys\x12$\n\x04keys\x18\x01 \x03(\x0b\x32\x16.publiek.v1.SignedKeys\"G\n\x0e\x45ncryptedShare\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"=\n\x0f\x45ncryptedShares\x12*\n\x06shares\x18\x01 \x03(\x0b\x32\x1a.publiek.v1.EncryptedShare\"V\n\x11SecAggMaskedInput\x12\x15\n\rshare_holders\x18\x01 \x03(\t\x12*\n\x06shares\x18\x02 \x03(\x0b\x32\x1a.publiek.v1.EncryptedShare\"e\n\x0cMaskedVector\x12\x0e\n\x06values\x18\x01 \x01(\x0c\x12\x0e\n\x06length\x18\x02 \x01(\r\x12\x13\n\x0bmasked_with\x18\x03 \x03(\t\x12\x13\n\x0bnoise_scale\x18\x04 \x01(\x01\x12\x0b\n\x03rho\x18\x05 \x01(\t\"&\n\x11SecAggConsistency\x12\x11\n\tsurvivors\x18\x01 \x03(\t\"O\n\rNodeSignature\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"P\n\x0cSecAggUnmask\x12\x11\n\tsurvivors\x18\x01 \x03(\t\x12-\n\nsignatures\x18\x02 \x03(\x0b\x32\x19.publiek.v1.NodeSignature\"O\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tself_mask\x18\x02 \x01(\x08\x12\r\n\x05point\x18\x03 \x01(\r\x12\r\n\x05value\x18\x04 \x01(\x0c\";\n\x0eRevealedShares\x12)\n\x06shares\x18\x01 \x03(\x0b\x32\x19.publiek.v1.RevealedShare\"J\n\x0c\x46\x65\x61tureBound\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03low\x18\x02 \x01(\x01\x12\x0c\n\x04high\x18\x03 \x01(\x01\x12\x11\n\ttransform\x18\x04 \x01(\t\"Z\n\x0c\x46\x65\x61tureSpace\x12*\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x18.publiek.v1.FeatureBound\x12\x0e\n\x06origin\x18\x02 \x03(\x01\x12\x0e\n\x06radius\x18\x03 \x01(\x01\"_\n\rPartitionTree\x12\x0e\n\x06levels\x18\x01 \x01(\r\x12\x12\n\ndirections\x18\x02 \x03(\x01\x12\x13\n\x0bsplit_cells\x18\x03 \x03(\x04\x12\x15\n\rsplit_offsets\x18\x04 \x03(\x01\"G\n\rTreeLevelStep\x12\'\n\x04tree\x18\x01 \x01(\x0b\x32\x19.publiek.v1.PartitionTree\x12\r\n\x05\x63\x65lls\x18\x02 \x03(\x04\"H\n\x0eTreeLeavesStep\x12\'\n\x04tree\x18\x01 \x01(\x0b\x32\x19.publiek.v1.PartitionTree\x12\r\n\x05\x63\x65lls\x18\x02 \x03(\x04\"$\n\x07\x43\x65ntres\x12\t\n\x01k\x18\x01 \x01(\r\x12\x0e\n\x06values\x18\x02 \x03(\x01\"1\n\tLloydStep\x12$\n\x07\x63\x65ntres\x18\x01 \x01(\x0b\x32\x13.publiek.v1.Centres\"v\n\x11SegmentCountsStep\x12$\n\x07\x63\x65ntres\x18\x01 \x01(\x0b\x32\x13.publiek.v1.Centres\x12(\n\tdimension\x18\x02 \x01(\x0b\x32\x15.publiek.v1.Dimension\x12\x11\n\tmax_cells\x18\x03 \x01(\r\"\xec\x02\n\x0bKMeansQuery\x12\x11\n\tstatistic\x18\x01 \x01(\t\x12\'\n\x05space\x18\x02 \x01(\x0b\x32\x18.publiek.v1.FeatureSpace\x12\x0b\n\x03rho\x18\x03 \x01(\t\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.publiek.v1.ReleaseMode\x12\x11\n\tmechanism\x18\x05 \x01(\t\x12\r\n\x05\x61s_of\x18\x06 \x01(\t\x12/\n\ntree_level\x18\n \x01(\x0b\x32\x19.publiek.v1.TreeLevelStepH\x00\x12\x31\n\x0btree_leaves\x18\x0b \x01(\x0b\x32\x1a.publiek.v1.TreeLeavesStepH\x00\x12&\n\x05lloyd\x18\x0c \x01(\x0b\x32\x15.publiek.v1.LloydStepH\x00\x12\x37\n\x0esegment_counts\x18\r \x01(\x0b\x32\x1d.publiek.v1.SegmentCountsStepH\x00\x42\x06\n\x04step*\xc1\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROTOCOL_VERSION_MISMATCH\x10\x01\x12\x15\n\x11IDENTITY_MISMATCH\x10\x02\x12\x15\n\x11\x44UPLICATE_SESSION\x10\x03\x12\x16\n\x12PROTOCOL_VIOLATION\x10\x04\x12\x14\n\x10UNSUPPORTED_TASK\x10\x05\x12\x10\n\x0cINVALID_TASK\x10\x06\x12\x13\n\x0f\x42UDGET_EXCEEDED\x10\x07\x12\x12\n\x0ePOLICY_REFUSED\x10\x08\x12\x14\n\x10TASK_ID_CONFLICT\x10\t\x12\x14\n\x10\x44\x41TA_UNAVAILABLE\x10\n\x12\x14\n\x10\x44\x45\x41\x44LINE_EXPIRED\x10\x0b\x12\x0c\n\x08INTERNAL\x10\x0c\x12\x12\n\x0eSECAGG_REFUSED\x10\r*[\n\x0bReleaseMode\x12\x1c\n\x18RELEASE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11RELEASE_MODE_OPEN\x10\x01\x12\x17\n\x13RELEASE_MODE_SECURE\x10\x02\x32T\n\nFederation\x12\x46\n\x07\x43onnect\x12\x17.publiek.v1.NodeMessage\x1a\x1e.publiek.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotocols/v1/federation.proto\x12\npubliek.v1\"\x8f\x01\n\x0bNodeMessage\x12\"\n\x05hello\x18\x01 \x01(\x0b\x32\x11.publiek.v1.HelloH\x00\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x16.publiek.v1.TaskResultH\x00\x12*\n\theartbeat\x18\x03 \x01(\x0b\x32\x15.publiek.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"\xbe\x01\n\x12\x43oordinatorMessage\x12&\n\x07welcome\x18\x01 \x01(\x0b\x32\x13.publiek.v1.WelcomeH\x00\x12*\n\trejection\x18\x02 \x01(\x0b\x32\x15.publiek.v1.RejectionH\x00\x12 \n\x04task\x18\x03 \x01(\x0b\x32\x10.publiek.v1.TaskH\x00\x12*\n\theartbeat\x18\x04 \x01(\x0b\x32\x15.publiek.v1.HeartbeatH\x00\x42\x06\n\x04\x62ody\"i\n\x05Hello\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x18\n\x10software_version\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\r\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\"\x88\x01\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63oordinator_id\x18\x02 \x01(\t\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12\x18\n\x10protocol_version\x18\x04 \x01(\r\x12\x1d\n\x15heartbeat_interval_ms\x18\x05 \x01(\r\"-\n\tRejection\x12 \n\x05\x65rror\x18\x01 \x01(\x0b\x32\x11.publiek.v1.Error\"\x1d\n\tHeartbeat\x12\x10\n\x08sequence\x18\x01 \x01(\x04\"=\n\x05\x45rror\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.publiek.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb6\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x13\n\x0b\x61nalysis_id\x18\x03 \x01(\t\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12/\n\thistogram\x18\n \x01(\x0b\x32\x1a.publiek.v1.HistogramQueryH\x00\x12+\n\x06secagg\x18\x0b \x01(\x0b\x32\x19.publiek.v1.SecAggRequestH\x00\x42\x06\n\x04spec\"\'\n\tDimension\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04keys\x18\x02 \x03(\t\"<\n\x11\x43ontributionBound\x12\x11\n\tmax_cells\x18\x01 \x01(\r\x12\x14\n\x0cmax_per_cell\x18\x02 \x01(\r\"\xfb\x01\n\x0eHistogramQuery\x12\x11\n\tstatistic\x18\x01 \x01(\t\x12\x0f\n\x07measure\x18\x02 \x01(\t\x12)\n\ndimensions\x18\x03 \x03(\x0b\x32\x15.publiek.v1.Dimension\x12,\n\x05\x62ound\x18\x04 \x01(\x0b\x32\x1d.publiek.v1.ContributionBound\x12\x0b\n\x03rho\x18\x05 \x01(\t\x12%\n\x04mode\x18\x06 \x01(\x0e\x32\x17.publiek.v1.ReleaseMode\x12\x11\n\tmechanism\x18\x07 \x01(\t\x12\x12\n\nfirst_year\x18\x08 \x01(\r\x12\x11\n\tlast_year\x18\t \x01(\r\"\xac\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x30\n\thistogram\x18\n \x01(\x0b\x32\x1b.publiek.v1.HistogramAnswerH\x00\x12\"\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x11.publiek.v1.ErrorH\x00\x12,\n\x06secagg\x18\x0c \x01(\x0b\x32\x1a.publiek.v1.SecAggResponseH\x00\x42\t\n\x07outcome\"U\n\x0fHistogramAnswer\x12\x0e\n\x06values\x18\x01 \x03(\x12\x12\x13\n\x0bnoise_scale\x18\x02 \x01(\x01\x12\x0b\n\x03rho\x18\x03 \x01(\t\x12\x10\n\x08replayed\x18\x04 \x01(\x08\"\xa0\x02\n\rSecAggRequest\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12(\n\x05setup\x18\n \x01(\x0b\x32\x17.publiek.v1.SecAggSetupH\x00\x12\x31\n\nshare_keys\x18\x0b \x01(\x0b\x32\x1b.publiek.v1.SecAggShareKeysH\x00\x12\x35\n\x0cmasked_input\x18\x0c \x01(\x0b\x32\x1d.publiek.v1.SecAggMaskedInputH\x00\x12\x34\n\x0b\x63onsistency\x18\r \x01(\x0b\x32\x1d.publiek.v1.SecAggConsistencyH\x00\x12*\n\x06unmask\x18\x0e \x01(\x0b\x32\x18.publiek.v1.SecAggUnmaskH\x00\x42\x07\n\x05stage\"\x8e\x02\n\x0eSecAggResponse\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12&\n\x04keys\x18\n \x01(\x0b\x32\x16.publiek.v1.SignedKeysH\x00\x12-\n\x06shares\x18\x0b \x01(\x0b\x32\x1b.publiek.v1.EncryptedSharesH\x00\x12*\n\x06masked\x18\x0c \x01(\x0b\x32\x18.publiek.v1.MaskedVectorH\x00\x12\x30\n\x0b\x63onsistency\x18\r \x01(\x0b\x32\x19.publiek.v1.NodeSignatureH\x00\x12,\n\x06reveal\x18\x0e \x01(\x0b\x32\x1a.publiek.v1.RevealedSharesH\x00\x42\x07\n\x05stage\"\xe3\x01\n\x0bSecAggSetup\x12/\n\thistogram\x18\x01 \x01(\x0b\x32\x1a.publiek.v1.HistogramQueryH\x00\x12)\n\x06kmeans\x18\x06 \x01(\x0b\x32\x17.publiek.v1.KMeansQueryH\x00\x12\'\n\x05reach\x18\x07 \x01(\x0b\x32\x16.publiek.v1.ReachQueryH\x00\x12\x14\n\x0cparticipants\x18\x02 \x03(\t\x12\r\n\x05n_min\x18\x03 \x01(\r\x12\x0e\n\x06\x64\x65gree\x18\x04 \x01(\r\x12\x11\n\tthreshold\x18\x05 \x01(\rB\x07\n\x05query\"\x94\x01\n\nSignedKeys\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x16\n\x0e\x65ncryption_key\x18\x02 \x01(\x0c\x12\x10\n\x08mask_key\x18\x03 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x1c\n\x14self_mask_commitment\x18\x06 \x01(\x0c\"7\n\x0fSecAggShareKeys\x12$\n\x04keys\x18\x01 \x03(\x0b\x32\x16.publiek.v1.SignedKeys\"G\n\x0e\x45ncryptedShare\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"=\n\x0f\x45ncryptedShares\x12*\n\x06shares\x18\x01 \x03(\x0b\x32\x1a.publiek.v1.EncryptedShare\"V\n\x11SecAggMaskedInput\x12\x15\n\rshare_holders\x18\x01 \x03(\t\x12*\n\x06shares\x18\x02 \x03(\x0b\x32\x1a.publiek.v1.EncryptedShare\"e\n\x0cMaskedVector\x12\x0e\n\x06values\x18\x01 \x01(\x0c\x12\x0e\n\x06length\x18\x02 \x01(\r\x12\x13\n\x0bmasked_with\x18\x03 \x03(\t\x12\x13\n\x0bnoise_scale\x18\x04 \x01(\x01\x12\x0b\n\x03rho\x18\x05 \x01(\t\"&\n\x11SecAggConsistency\x12\x11\n\tsurvivors\x18\x01 \x03(\t\"O\n\rNodeSignature\x12\x16\n\x0einstitution_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"P\n\x0cSecAggUnmask\x12\x11\n\tsurvivors\x18\x01 \x03(\t\x12-\n\nsignatures\x18\x02 \x03(\x0b\x32\x19.publiek.v1.NodeSignature\"O\n\rRevealedShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x11\n\tself_mask\x18\x02 \x01(\x08\x12\r\n\x05point\x18\x03 \x01(\r\x12\r\n\x05value\x18\x04 \x01(\x0c\";\n\x0eRevealedShares\x12)\n\x06shares\x18\x01 \x03(\x0b\x32\x19.publiek.v1.RevealedShare\"J\n\x0c\x46\x65\x61tureBound\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03low\x18\x02 \x01(\x01\x12\x0c\n\x04high\x18\x03 \x01(\x01\x12\x11\n\ttransform\x18\x04 \x01(\t\"Z\n\x0c\x46\x65\x61tureSpace\x12*\n\x08\x66\x65\x61tures\x18\x01 \x03(\x0b\x32\x18.publiek.v1.FeatureBound\x12\x0e\n\x06origin\x18\x02 \x03(\x01\x12\x0e\n\x06radius\x18\x03 \x01(\x01\"_\n\rPartitionTree\x12\x0e\n\x06levels\x18\x01 \x01(\r\x12\x12\n\ndirections\x18\x02 \x03(\x01\x12\x13\n\x0bsplit_cells\x18\x03 \x03(\x04\x12\x15\n\rsplit_offsets\x18\x04 \x03(\x01\"G\n\rTreeLevelStep\x12\'\n\x04tree\x18\x01 \x01(\x0b\x32\x19.publiek.v1.PartitionTree\x12\r\n\x05\x63\x65lls\x18\x02 \x03(\x04\"H\n\x0eTreeLeavesStep\x12\'\n\x04tree\x18\x01 \x01(\x0b\x32\x19.publiek.v1.PartitionTree\x12\r\n\x05\x63\x65lls\x18\x02 \x03(\x04\"$\n\x07\x43\x65ntres\x12\t\n\x01k\x18\x01 \x01(\r\x12\x0e\n\x06values\x18\x02 \x03(\x01\"1\n\tLloydStep\x12$\n\x07\x63\x65ntres\x18\x01 \x01(\x0b\x32\x13.publiek.v1.Centres\"v\n\x11SegmentCountsStep\x12$\n\x07\x63\x65ntres\x18\x01 \x01(\x0b\x32\x13.publiek.v1.Centres\x12(\n\tdimension\x18\x02 \x01(\x0b\x32\x15.publiek.v1.Dimension\x12\x11\n\tmax_cells\x18\x03 \x01(\r\"\xec\x02\n\x0bKMeansQuery\x12\x11\n\tstatistic\x18\x01 \x01(\t\x12\'\n\x05space\x18\x02 \x01(\x0b\x32\x18.publiek.v1.FeatureSpace\x12\x0b\n\x03rho\x18\x03 \x01(\t\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.publiek.v1.ReleaseMode\x12\x11\n\tmechanism\x18\x05 \x01(\t\x12\r\n\x05\x61s_of\x18\x06 \x01(\t\x12/\n\ntree_level\x18\n \x01(\x0b\x32\x19.publiek.v1.TreeLevelStepH\x00\x12\x31\n\x0btree_leaves\x18\x0b \x01(\x0b\x32\x1a.publiek.v1.TreeLeavesStepH\x00\x12&\n\x05lloyd\x18\x0c \x01(\x0b\x32\x15.publiek.v1.LloydStepH\x00\x12\x37\n\x0esegment_counts\x18\r \x01(\x0b\x32\x1d.publiek.v1.SegmentCountsStepH\x00\x42\x06\n\x04step\"\xe2\x01\n\nReachQuery\x12\x11\n\tstatistic\x18\x01 \x01(\t\x12!\n\x02\x62y\x18\x02 \x01(\x0b\x32\x15.publiek.v1.Dimension\x12\x0f\n\x07\x62uckets\x18\x03 \x01(\r\x12\x11\n\tmax_cells\x18\x04 \x01(\r\x12\x12\n\nfirst_year\x18\x05 \x01(\r\x12\x11\n\tlast_year\x18\x06 \x01(\r\x12\x0b\n\x03rho\x18\x07 \x01(\t\x12%\n\x04mode\x18\x08 \x01(\x0e\x32\x17.publiek.v1.ReleaseMode\x12\x11\n\tmechanism\x18\t \x01(\t\x12\x0c\n\x04salt\x18\n \x01(\t*\xc1\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19PROTOCOL_VERSION_MISMATCH\x10\x01\x12\x15\n\x11IDENTITY_MISMATCH\x10\x02\x12\x15\n\x11\x44UPLICATE_SESSION\x10\x03\x12\x16\n\x12PROTOCOL_VIOLATION\x10\x04\x12\x14\n\x10UNSUPPORTED_TASK\x10\x05\x12\x10\n\x0cINVALID_TASK\x10\x06\x12\x13\n\x0f\x42UDGET_EXCEEDED\x10\x07\x12\x12\n\x0ePOLICY_REFUSED\x10\x08\x12\x14\n\x10TASK_ID_CONFLICT\x10\t\x12\x14\n\x10\x44\x41TA_UNAVAILABLE\x10\n\x12\x14\n\x10\x44\x45\x41\x44LINE_EXPIRED\x10\x0b\x12\x0c\n\x08INTERNAL\x10\x0c\x12\x12\n\x0eSECAGG_REFUSED\x10\r*[\n\x0bReleaseMode\x12\x1c\n\x18RELEASE_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11RELEASE_MODE_OPEN\x10\x01\x12\x17\n\x13RELEASE_MODE_SECURE\x10\x02\x32T\n\nFederation\x12\x46\n\x07\x43onnect\x12\x17.publiek.v1.NodeMessage\x1a\x1e.publiek.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protocols.v1.federation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ERRORCODE']._serialized_start=4197
-  _globals['_ERRORCODE']._serialized_end=4518
-  _globals['_RELEASEMODE']._serialized_start=4520
-  _globals['_RELEASEMODE']._serialized_end=4611
+  _globals['_ERRORCODE']._serialized_start=4467
+  _globals['_ERRORCODE']._serialized_end=4788
+  _globals['_RELEASEMODE']._serialized_start=4790
+  _globals['_RELEASEMODE']._serialized_end=4881
   _globals['_NODEMESSAGE']._serialized_start=46
   _globals['_NODEMESSAGE']._serialized_end=189
   _globals['_COORDINATORMESSAGE']._serialized_start=192
@@ -66,47 +66,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SECAGGRESPONSE']._serialized_start=1867
   _globals['_SECAGGRESPONSE']._serialized_end=2137
   _globals['_SECAGGSETUP']._serialized_start=2140
-  _globals['_SECAGGSETUP']._serialized_end=2326
-  _globals['_SIGNEDKEYS']._serialized_start=2329
-  _globals['_SIGNEDKEYS']._serialized_end=2477
-  _globals['_SECAGGSHAREKEYS']._serialized_start=2479
-  _globals['_SECAGGSHAREKEYS']._serialized_end=2534
-  _globals['_ENCRYPTEDSHARE']._serialized_start=2536
-  _globals['_ENCRYPTEDSHARE']._serialized_end=2607
-  _globals['_ENCRYPTEDSHARES']._serialized_start=2609
-  _globals['_ENCRYPTEDSHARES']._serialized_end=2670
-  _globals['_SECAGGMASKEDINPUT']._serialized_start=2672
-  _globals['_SECAGGMASKEDINPUT']._serialized_end=2758
-  _globals['_MASKEDVECTOR']._serialized_start=2760
-  _globals['_MASKEDVECTOR']._serialized_end=2861
-  _globals['_SECAGGCONSISTENCY']._serialized_start=2863
-  _globals['_SECAGGCONSISTENCY']._serialized_end=2901
-  _globals['_NODESIGNATURE']._serialized_start=2903
-  _globals['_NODESIGNATURE']._serialized_end=2982
-  _globals['_SECAGGUNMASK']._serialized_start=2984
-  _globals['_SECAGGUNMASK']._serialized_end=3064
-  _globals['_REVEALEDSHARE']._serialized_start=3066
-  _globals['_REVEALEDSHARE']._serialized_end=3145
-  _globals['_REVEALEDSHARES']._serialized_start=3147
-  _globals['_REVEALEDSHARES']._serialized_end=3206
-  _globals['_FEATUREBOUND']._serialized_start=3208
-  _globals['_FEATUREBOUND']._serialized_end=3282
-  _globals['_FEATURESPACE']._serialized_start=3284
-  _globals['_FEATURESPACE']._serialized_end=3374
-  _globals['_PARTITIONTREE']._serialized_start=3376
-  _globals['_PARTITIONTREE']._serialized_end=3471
-  _globals['_TREELEVELSTEP']._serialized_start=3473
-  _globals['_TREELEVELSTEP']._serialized_end=3544
-  _globals['_TREELEAVESSTEP']._serialized_start=3546
-  _globals['_TREELEAVESSTEP']._serialized_end=3618
-  _globals['_CENTRES']._serialized_start=3620
-  _globals['_CENTRES']._serialized_end=3656
-  _globals['_LLOYDSTEP']._serialized_start=3658
-  _globals['_LLOYDSTEP']._serialized_end=3707
-  _globals['_SEGMENTCOUNTSSTEP']._serialized_start=3709
-  _globals['_SEGMENTCOUNTSSTEP']._serialized_end=3827
-  _globals['_KMEANSQUERY']._serialized_start=3830
-  _globals['_KMEANSQUERY']._serialized_end=4194
-  _globals['_FEDERATION']._serialized_start=4613
-  _globals['_FEDERATION']._serialized_end=4697
+  _globals['_SECAGGSETUP']._serialized_end=2367
+  _globals['_SIGNEDKEYS']._serialized_start=2370
+  _globals['_SIGNEDKEYS']._serialized_end=2518
+  _globals['_SECAGGSHAREKEYS']._serialized_start=2520
+  _globals['_SECAGGSHAREKEYS']._serialized_end=2575
+  _globals['_ENCRYPTEDSHARE']._serialized_start=2577
+  _globals['_ENCRYPTEDSHARE']._serialized_end=2648
+  _globals['_ENCRYPTEDSHARES']._serialized_start=2650
+  _globals['_ENCRYPTEDSHARES']._serialized_end=2711
+  _globals['_SECAGGMASKEDINPUT']._serialized_start=2713
+  _globals['_SECAGGMASKEDINPUT']._serialized_end=2799
+  _globals['_MASKEDVECTOR']._serialized_start=2801
+  _globals['_MASKEDVECTOR']._serialized_end=2902
+  _globals['_SECAGGCONSISTENCY']._serialized_start=2904
+  _globals['_SECAGGCONSISTENCY']._serialized_end=2942
+  _globals['_NODESIGNATURE']._serialized_start=2944
+  _globals['_NODESIGNATURE']._serialized_end=3023
+  _globals['_SECAGGUNMASK']._serialized_start=3025
+  _globals['_SECAGGUNMASK']._serialized_end=3105
+  _globals['_REVEALEDSHARE']._serialized_start=3107
+  _globals['_REVEALEDSHARE']._serialized_end=3186
+  _globals['_REVEALEDSHARES']._serialized_start=3188
+  _globals['_REVEALEDSHARES']._serialized_end=3247
+  _globals['_FEATUREBOUND']._serialized_start=3249
+  _globals['_FEATUREBOUND']._serialized_end=3323
+  _globals['_FEATURESPACE']._serialized_start=3325
+  _globals['_FEATURESPACE']._serialized_end=3415
+  _globals['_PARTITIONTREE']._serialized_start=3417
+  _globals['_PARTITIONTREE']._serialized_end=3512
+  _globals['_TREELEVELSTEP']._serialized_start=3514
+  _globals['_TREELEVELSTEP']._serialized_end=3585
+  _globals['_TREELEAVESSTEP']._serialized_start=3587
+  _globals['_TREELEAVESSTEP']._serialized_end=3659
+  _globals['_CENTRES']._serialized_start=3661
+  _globals['_CENTRES']._serialized_end=3697
+  _globals['_LLOYDSTEP']._serialized_start=3699
+  _globals['_LLOYDSTEP']._serialized_end=3748
+  _globals['_SEGMENTCOUNTSSTEP']._serialized_start=3750
+  _globals['_SEGMENTCOUNTSSTEP']._serialized_end=3868
+  _globals['_KMEANSQUERY']._serialized_start=3871
+  _globals['_KMEANSQUERY']._serialized_end=4235
+  _globals['_REACHQUERY']._serialized_start=4238
+  _globals['_REACHQUERY']._serialized_end=4464
+  _globals['_FEDERATION']._serialized_start=4883
+  _globals['_FEDERATION']._serialized_end=4967
 # @@protoc_insertion_point(module_scope)

@@ -614,6 +614,7 @@ class SecAggSetup(_message.Message):
 
     HISTOGRAM_FIELD_NUMBER: _builtins.int
     KMEANS_FIELD_NUMBER: _builtins.int
+    REACH_FIELD_NUMBER: _builtins.int
     PARTICIPANTS_FIELD_NUMBER: _builtins.int
     N_MIN_FIELD_NUMBER: _builtins.int
     DEGREE_FIELD_NUMBER: _builtins.int
@@ -630,6 +631,8 @@ class SecAggSetup(_message.Message):
     @_builtins.property
     def kmeans(self) -> Global___KMeansQuery: ...
     @_builtins.property
+    def reach(self) -> Global___ReachQuery: ...
+    @_builtins.property
     def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Everyone invited to the round, sorted. The neighbour graph is derived from these and the
         round id, so every node can recompute it.
@@ -640,16 +643,17 @@ class SecAggSetup(_message.Message):
         *,
         histogram: Global___HistogramQuery | None = ...,
         kmeans: Global___KMeansQuery | None = ...,
+        reach: Global___ReachQuery | None = ...,
         participants: _abc.Iterable[_builtins.str] | None = ...,
         n_min: _builtins.int = ...,
         degree: _builtins.int = ...,
         threshold: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["histogram", b"histogram", "kmeans", b"kmeans", "query", b"query"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["histogram", b"histogram", "kmeans", b"kmeans", "query", b"query", "reach", b"reach"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["degree", b"degree", "histogram", b"histogram", "kmeans", b"kmeans", "n_min", b"n_min", "participants", b"participants", "query", b"query", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["degree", b"degree", "histogram", b"histogram", "kmeans", b"kmeans", "n_min", b"n_min", "participants", b"participants", "query", b"query", "reach", b"reach", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["histogram", "kmeans"]  # noqa: Y015
+    _WhichOneofReturnType_query: _TypeAlias = _typing.Literal["histogram", "kmeans", "reach"]  # noqa: Y015
     _WhichOneofArgType_query: _TypeAlias = _typing.Literal["query", b"query"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_query) -> _WhichOneofReturnType_query | None: ...
 
@@ -1246,3 +1250,63 @@ class KMeansQuery(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_step) -> _WhichOneofReturnType_step | None: ...
 
 Global___KMeansQuery: _TypeAlias = KMeansQuery  # noqa: Y015
+
+@_typing.final
+class ReachQuery(_message.Message):
+    """---- Sector reach, participation and overlap (S7-S10): de-duplicated people. Each node counts
+    its people (match keys: the keyed hash of the e-mail address, never sent) per bucket of a
+    hash salted by the query, per key of one public dimension; the last cell of each key counts
+    its customers without a match key. Summed under secure aggregation only (protocols/reach.py).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATISTIC_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    MAX_CELLS_FIELD_NUMBER: _builtins.int
+    FIRST_YEAR_FIELD_NUMBER: _builtins.int
+    LAST_YEAR_FIELD_NUMBER: _builtins.int
+    RHO_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    MECHANISM_FIELD_NUMBER: _builtins.int
+    SALT_FIELD_NUMBER: _builtins.int
+    statistic: _builtins.str
+    """"S7" or "S9" """
+    buckets: _builtins.int
+    max_cells: _builtins.int
+    """keys one person may count in (each once)"""
+    first_year: _builtins.int
+    last_year: _builtins.int
+    rho: _builtins.str
+    """zCDP cost to the node, exact decimal"""
+    mode: Global___ReleaseMode.ValueType
+    """secure only"""
+    mechanism: _builtins.str
+    salt: _builtins.str
+    """public, makes the bucket hash this analysis's own"""
+    @_builtins.property
+    def by(self) -> Global___Dimension:
+        """sector (key "all"), region, discipline or institution_type"""
+
+    def __init__(
+        self,
+        *,
+        statistic: _builtins.str = ...,
+        by: Global___Dimension | None = ...,
+        buckets: _builtins.int = ...,
+        max_cells: _builtins.int = ...,
+        first_year: _builtins.int = ...,
+        last_year: _builtins.int = ...,
+        rho: _builtins.str = ...,
+        mode: Global___ReleaseMode.ValueType = ...,
+        mechanism: _builtins.str = ...,
+        salt: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["by", b"by"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "by", b"by", "first_year", b"first_year", "last_year", b"last_year", "max_cells", b"max_cells", "mechanism", b"mechanism", "mode", b"mode", "rho", b"rho", "salt", b"salt", "statistic", b"statistic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReachQuery: _TypeAlias = ReachQuery  # noqa: Y015

@@ -1,0 +1,162 @@
+"""The node's part of sector reach (S7-S10): its people as match keys, and each reach round's
+noiseless sketch (the secure-aggregation client adds the noise share and the masks).
+
+Who counts: customers with an account and a counted ticket in the query's years. A person is a
+match key (the keyed hash of the e-mail address): accounts that share an address are one
+person here, which is also the privacy unit of the sketch (it covers each of those accounts).
+Accounts without an address count in the last cell of their keys instead, so the coordinator
+can correct reach for the customers the match key cannot see. Anonymous walk-ins are not
+counted (they are no one's account, and no sector statistic can attribute them).
+
+Match keys stay in this process: what leaves is the masked, noised sum of bucket counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from node.data import TicketTable
+from node.ingest.matchkey import MatchKeys
+from privacy.noise import IntVector
+from protocols.errors import ErrorCode, PublicError
+from protocols.reach import ReachQuery, bucket_digest
+from protocols.vocabulary import COUNTED_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class ReachData:
+    """Per (person or keyless account, discipline, year): visits. Built once per node.
+
+    ``visits``: person (dense index of a match key, -1 without one), unit (the account, for
+    keyless rows), region (the customer's home region), discipline, year, visits.
+    ``keys``: the match key of each person index (in memory only).
+    """
+
+    visits: pl.DataFrame
+    keys: tuple[bytes, ...]
+    institution_type: str
+    institution_region: str = "UNKNOWN"
+
+    @classmethod
+    def build(
+        cls, table: TicketTable, match_keys: MatchKeys | None, institution_type: str
+    ) -> ReachData:
+        keys_frame = (
+            match_keys.frame
+            if match_keys is not None
+            else pl.DataFrame(schema={"unit": pl.Int64, "match_key": pl.Binary})
+        )
+        distinct = keys_frame["match_key"].unique(maintain_order=True)
+        index = pl.DataFrame(
+            {"match_key": distinct, "person": pl.Series(range(len(distinct)), dtype=pl.Int64)}
+        )
+        persons = keys_frame.join(index, on="match_key", how="left").select("unit", "person")
+        counted = table.frame.lazy().filter(
+            pl.col("has_account") & pl.col("order_status").is_in(COUNTED_STATUSES)
+        )
+        # Visits: distinct performances per (unit, discipline, year).
+        per_unit = (
+            counted.group_by("unit", "discipline", "year")
+            .agg(
+                pl.col("performance").n_unique().alias("visits"),
+                pl.col("region").first(),
+            )
+            .join(persons.lazy(), on="unit", how="left")
+            .with_columns(pl.col("person").fill_null(-1), pl.col("region").fill_null("UNKNOWN"))
+            .collect()
+        )
+        return cls(
+            visits=per_unit,
+            keys=tuple(bytes(k) for k in distinct.to_list()),
+            institution_type=institution_type,
+            institution_region=table.institution_region,
+        )
+
+    @property
+    def people(self) -> int:
+        return len(self.keys)
+
+
+def problems(query: ReachQuery, data: ReachData | None) -> list[str]:
+    """Why this node cannot answer the query (empty: it can)."""
+    if data is None or not data.keys:
+        return [
+            "this node has no match keys (no [matching] key_file in node.toml, or no e-mail"
+            " addresses in its data), which sector reach needs"
+        ]
+    return []
+
+
+def _buckets(query: ReachQuery, keys: tuple[bytes, ...]) -> npt.NDArray[np.int64]:
+    return np.asarray(
+        [bucket_digest(query.salt, k) % query.buckets for k in keys], dtype=np.int64
+    ).reshape(-1)
+
+
+def _key_cells(query: ReachQuery, rows: pl.DataFrame, who: str, own_type: str) -> pl.DataFrame:
+    """(who, key index): the keys each person (or keyless account) counts in, each once."""
+    keys = query.by.keys
+    lookup = pl.DataFrame({"key": list(keys), "k": pl.Series(range(len(keys)), dtype=pl.Int64)})
+    name = query.by.name
+    if name == "sector":
+        out = rows.select(who).unique().with_columns(pl.lit(0, dtype=pl.Int64).alias("k"))
+    elif name == "institution_type":
+        own = rows.select(who).unique().with_columns(pl.lit(own_type).alias("key"))
+        out = own.join(lookup, on="key", how="inner").select(who, "k")
+    elif name == "region":
+        # One home region per person: the one of most visits (accounts may disagree).
+        home = (
+            rows.group_by(who, "region")
+            .agg(pl.col("visits").sum())
+            .sort([who, "visits", "region"], descending=[False, True, False])
+            .group_by(who, maintain_order=True)
+            .first()
+        )
+        out = home.join(lookup, left_on="region", right_on="key", how="inner").select(who, "k")
+    else:
+        # Disciplines ranked by visits (ties by name), the first max_cells kept.
+        ranked = (
+            rows.group_by(who, "discipline")
+            .agg(pl.col("visits").sum())
+            .sort([who, "visits", "discipline"], descending=[False, True, False])
+            .group_by(who, maintain_order=True)
+            .head(query.max_cells)
+        )
+        out = ranked.join(lookup, left_on="discipline", right_on="key", how="inner").select(
+            who, "k"
+        )
+    return out.unique()
+
+
+def reach_contribution(query: ReachQuery, data: ReachData | None) -> IntVector:
+    """The noiseless, bounded sketch this node adds to the round's sum.
+
+    Each person adds 1 to its bucket in each of at most ``max_cells`` keys; each keyless
+    account adds 1 to the last cell of each of its keys.
+    """
+    reasons = problems(query, data)
+    if reasons:
+        raise PublicError(ErrorCode.DATA_UNAVAILABLE, "; ".join(reasons))
+    assert data is not None
+    first, last = query.years
+    years = [str(y) for y in range(first, last + 1)]
+    rows = data.visits.filter(pl.col("year").is_in(years))
+    out = np.zeros(query.n_cells, dtype=np.int64)
+    width = query.width
+    keyed = rows.filter(pl.col("person") >= 0)
+    if keyed.height:
+        cells = _key_cells(query, keyed, "person", data.institution_type)
+        person = cells["person"].to_numpy().astype(np.int64)
+        bucket = _buckets(query, data.keys)[person]
+        index = cells["k"].to_numpy().astype(np.int64) * width + bucket
+        out += np.bincount(index, minlength=query.n_cells).astype(np.int64)
+    keyless = rows.filter(pl.col("person") < 0)
+    if keyless.height:
+        cells = _key_cells(query, keyless, "unit", data.institution_type)
+        index = cells["k"].to_numpy().astype(np.int64) * width + query.buckets
+        out += np.bincount(index, minlength=query.n_cells).astype(np.int64)
+    return out
