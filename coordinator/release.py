@@ -107,6 +107,7 @@ def build_release(
     failed: list[FailedAnalysis],
     created_at: datetime | None = None,
     segmentations: list[dict[str, Any]] | None = None,
+    reach_tables: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     created = (created_at or datetime.now(UTC)).isoformat(timespec="seconds")
     estimates = post_process(
@@ -157,7 +158,10 @@ def build_release(
         "tables": [
             _table_json(t, estimates[t.analysis.id], plan.delta, plan.suppress_below)
             for t in tables
-        ],
+        ]
+        # Sector reach, participation and overlap (S7-S10, coordinator/reach_run.py): estimates
+        # from de-duplicating sketches, in the same cell layout as every other table.
+        + list(reach_tables or []),
         "failed": [{"analysis_id": f.analysis_id, "reason": f.reason} for f in failed],
     }
     if segmentations:

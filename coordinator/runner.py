@@ -18,6 +18,7 @@ from coordinator.aggregate import (
     table_record,
 )
 from coordinator.checkpoints import StateCheckpoint
+from coordinator.reach_run import ReachFailed, run_reach
 from coordinator.release import FailedAnalysis, build_release
 from coordinator.rounds import collect
 from coordinator.secure import (
@@ -38,12 +39,14 @@ from coordinator.transport import NodeInfo, Transport
 from protocols.identity import PeerVerifier
 from protocols.messages import ReleaseMode, Task
 from protocols.plan import Analysis, Plan
+from protocols.reach_plan import Reach
 from protocols.segmentation_plan import Segmentation
 from protocols.version import (
     CAP_HISTOGRAM,
     CAP_KMEANS,
     CAP_MODE_OPEN,
     CAP_MODE_SECURE,
+    CAP_REACH,
     CAP_SECAGG,
 )
 
@@ -198,7 +201,14 @@ async def run_plan(
             continue
         tables += outcome.tables
         models.append(outcome.model.to_json())
-    if not tables and not models:
+    reach_tables: list[dict[str, Any]] = []
+    for reach in plan.reaches:
+        done = await _reach(plan, reach, run_id, participants, transport, settings, progress)
+        if isinstance(done, FailedAnalysis):
+            failed.append(done)
+        else:
+            reach_tables += done
+    if not tables and not models and not reach_tables:
         raise RunAborted("no analysis could be released: " + "; ".join(f.reason for f in failed))
     return build_release(
         plan=plan,
@@ -208,7 +218,55 @@ async def run_plan(
         tables=tables,
         failed=failed,
         segmentations=models,
+        reach_tables=reach_tables,
     )
+
+
+async def _reach(
+    plan: Plan,
+    reach: Reach,
+    run_id: str,
+    participants: list[NodeInfo],
+    transport: Transport,
+    settings: RunSettings,
+    progress: Progress,
+) -> list[dict[str, Any]] | FailedAnalysis:
+    """Run (or restore) one [[reach]] section; its S7-S10 tables, or why it failed."""
+    state = settings.state
+    record = state.analyses(run_id).get(reach.id) if state is not None else None
+    if record is not None and record.status == "failed":
+        progress(f"reach {reach.id} failed before the restart")
+        return FailedAnalysis(reach.id, record.reason or "failed")
+    # Only nodes holding match keys can answer; the others sit this one out.
+    able = [
+        n.institution_id for n in participants if CAP_REACH in n.capabilities or not n.session_id
+    ]
+    for n in participants:
+        if n.institution_id not in able:
+            progress(f"{n.institution_id} takes no part in {reach.id}: lacks {CAP_REACH}")
+    progress(f"reach {reach.id} ({reach.title}): rho {reach.total_rho} per node")
+    try:
+        if len(able) < plan.min_nodes:
+            raise ReachFailed(
+                f"only {len(able)} node(s) hold match keys; the plan needs {plan.min_nodes}", ()
+            )
+        return await run_reach(
+            plan,
+            reach,
+            run_id,
+            able,
+            transport,
+            verifier=settings.verifier,
+            state=state,
+            progress=progress,
+        )
+    except ReachFailed as err:
+        charged = ", ".join(err.charged) or "nobody"
+        reason = f"{err} (charged for that round, as their ledgers show: {charged})"
+        progress(f"reach {reach.id} failed: {reason}")
+        if state is not None:
+            state.fail_analysis(run_id, reach.id, reason, list(err.charged))
+        return FailedAnalysis(reach.id, reason)
 
 
 async def _segmentation(

@@ -21,6 +21,7 @@ from privacy.budget import InvalidBudget, Rho, compose
 from protocols.dimensions import PUBLIC_DIMENSIONS, public_keys
 from protocols.errors import MalformedMessage
 from protocols.messages import MEASURES, Dimension, HistogramQuery, ReleaseMode
+from protocols.reach_plan import Reach, parse_reaches
 from protocols.segmentation_plan import Segmentation, parse_segmentations
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -83,18 +84,26 @@ class Plan:
     suppress_below: float = 1.0
     # The sector's segmentation and its S12 tables (protocols/segmentation_plan.py).
     segmentations: tuple[Segmentation, ...] = ()
+    # Sector reach, participation and overlap, S7-S10 (protocols/reach_plan.py).
+    reaches: tuple[Reach, ...] = ()
 
     @property
     def rho_per_node(self) -> Rho:
         """The most the plan can cost a node: every analysis and every segmentation."""
         return compose(
-            [a.query.rho for a in self.analyses] + [s.total_rho for s in self.segmentations]
+            [a.query.rho for a in self.analyses]
+            + [s.total_rho for s in self.segmentations]
+            + [r.total_rho for r in self.reaches]
         )
 
     @property
     def analysis_ids(self) -> tuple[str, ...]:
         """Everything the plan releases under an id of its own, in running order."""
-        return (*(a.id for a in self.analyses), *(s.id for s in self.segmentations))
+        return (
+            *(a.id for a in self.analyses),
+            *(s.id for s in self.segmentations),
+            *(r.id for r in self.reaches),
+        )
 
 
 def _analysis(
@@ -253,8 +262,10 @@ def parse_plan(text: str, source: str = "plan") -> Plan:
     ):
         problems.append("plan.threshold cannot exceed plan.degree")
     raw_analyses = raw.get("analysis", [])
-    if not isinstance(raw_analyses, list) or not (raw_analyses or raw.get("segmentation")):
-        problems.append("a plan needs at least one [[analysis]] (or [[segmentation]])")
+    if not isinstance(raw_analyses, list) or not (
+        raw_analyses or raw.get("segmentation") or raw.get("reach")
+    ):
+        problems.append("a plan needs at least one [[analysis]] (or [[segmentation]], [[reach]])")
         raw_analyses = []
     if len(raw_analyses) > MAX_ANALYSES:
         problems.append(f"a plan may hold at most {MAX_ANALYSES} analyses")
@@ -262,6 +273,7 @@ def parse_plan(text: str, source: str = "plan") -> Plan:
     seen: set[str] = set()
     analyses = [_analysis(a, i, mode, problems, seen) for i, a in enumerate(raw_analyses)]
     segmentations = parse_segmentations(raw.get("segmentation"), mode, delta, problems, seen)
+    reaches = parse_reaches(raw.get("reach"), mode, delta, problems, seen)
     if problems:
         raise PlanError(source, problems)
     return Plan(
@@ -278,6 +290,7 @@ def parse_plan(text: str, source: str = "plan") -> Plan:
         threshold=secure_knobs["threshold"],
         suppress_below=float(suppress_below),
         segmentations=segmentations,
+        reaches=reaches,
     )
 
 

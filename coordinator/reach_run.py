@@ -1,0 +1,306 @@
+"""A plan's ``[[reach]]``: one secure round per breakdown, then S7-S10 from the noisy sketches.
+
+Every round is recorded in the run state as it finishes (``<reach id>_<by>``: the noisy sum and
+its noise variance) and every secure stage as it completes, so a coordinator killed and
+restarted continues where it stopped: finished rounds are not asked again, the round under way
+goes on with the same round id and salt (the nodes still hold its state), and no node is charged
+twice. The estimates are post-processing of those sums (``coordinator/reach_estimate.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from coordinator.checkpoints import StateCheckpoint
+from coordinator.reach_estimate import KeyEstimate, key_estimates, key_overlaps
+from coordinator.secure import RoundTask, SecureParams, SecureRoundFailed, run_secure_round
+from coordinator.state import RunStateStore
+from coordinator.transport import Transport
+from privacy.reach import Z95, frequency, interval
+from protocols.households import HOUSEHOLDS
+from protocols.households import SOURCE as HOUSEHOLDS_SOURCE
+from protocols.identity import PeerVerifier
+from protocols.plan import Plan
+from protocols.reach import ReachQuery
+from protocols.reach_plan import Reach, round_salt
+from protocols.secagg import noise_share
+
+Progress = Callable[[str], None]
+# S10's last key: "5+" institutions.
+TOP_INSTITUTIONS = 5
+
+METHOD = (
+    "each institution counts its people (keyed hashes of e-mail addresses, never sent) per bucket"
+    " of a hash all institutions share, so a person lands in the same bucket everywhere; the"
+    " counts are summed under secure aggregation with discrete Gaussian noise added in shares."
+    " Distinct people are estimated from the first two moments of the noisy bucket counts with"
+    " a geometric model of how many institutions a person visits (privacy/reach.py);"
+    " customers without an e-mail address are added in proportion (same visiting pattern"
+    " assumed). Intervals cover the noise and the hashing, not the model (docs/reach.md)."
+)
+
+
+class ReachFailed(Exception):
+    def __init__(self, message: str, charged: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.charged = charged
+
+
+async def run_reach(
+    plan: Plan,
+    reach: Reach,
+    run_id: str,
+    participants: list[str],
+    transport: Transport,
+    *,
+    verifier: PeerVerifier | None,
+    state: RunStateStore | None,
+    progress: Progress,
+) -> list[dict[str, Any]]:
+    """Run (or restore) every round of the section; its release tables."""
+    params = SecureParams.for_plan(len(participants), plan.min_nodes, plan.degree, plan.threshold)
+    timeout_ms = int(plan.task_timeout_s * 1000)
+    records = state.analyses(run_id) if state is not None else {}
+    tables: list[dict[str, Any]] = []
+    for by in reach.by:
+        analysis_id = reach.round_id(by)
+        query = reach.query(by, round_salt(run_id, reach.id, by))
+        record = records.get(analysis_id)
+        if record is not None and record.status == "done" and record.result is not None:
+            progress(f"reach {analysis_id} done before the restart")
+            result = dict(record.result)
+        else:
+            progress(f"reach {analysis_id}: {query.describe()}")
+            task = RoundTask(f"{run_id}/{analysis_id}", run_id, analysis_id, timeout_ms)
+            try:
+                done = await run_secure_round(
+                    transport,
+                    task,
+                    query,
+                    participants,
+                    params,
+                    verifier=verifier,
+                    progress=progress,
+                    checkpoint=(
+                        StateCheckpoint(state, run_id, analysis_id, task.task_id)
+                        if state is not None
+                        else None
+                    ),
+                )
+            except SecureRoundFailed as err:
+                raise ReachFailed(f"round {analysis_id}: {err}", err.charged) from err
+            noise = noise_share(done.setup)
+            wrong = [
+                n
+                for n, s in done.noise_scales.items()
+                if not math.isclose(s, noise.share_scale, rel_tol=1e-9)
+            ]
+            if wrong:
+                raise ReachFailed(
+                    f"round {analysis_id}: {', '.join(wrong)} reported another noise share than"
+                    " the round requires; nothing released",
+                    done.survivors,
+                )
+            k = len(done.survivors)
+            result = {
+                "sums": [int(v) for v in done.total],
+                "noise_var": k * noise.share_scale**2,
+                "share_scale": noise.share_scale,
+                "contributors": list(done.survivors),
+                "round_id": done.round_id,
+                "n_min": done.setup.n_min,
+                "rho_bound_at_survivors": noise.rho_bound(k),
+            }
+            if state is not None:
+                state.save_analysis(run_id, analysis_id, result)
+        tables += reach_tables(plan, reach, by, query, result)
+    return tables
+
+
+def _cell(keys: dict[str, str], value: float, sd: float, digits: int = 0) -> dict[str, Any]:
+    low, high = interval(value, sd)
+    shown = max(value, 0.0)
+    return {
+        **keys,
+        "estimate": round(shown, digits) if digits else round(shown),
+        "ci95_low": round(low, digits) if digits else round(low),
+        "ci95_high": round(high, digits) if digits else round(high),
+        # No sum is published as such: the estimator's own output before it is held at zero.
+        "noisy_sum": round(value, digits) if digits else round(value),
+        "suppressed": False,
+    }
+
+
+def _table(
+    plan: Plan,
+    reach: Reach,
+    query: ReachQuery,
+    result: dict[str, Any],
+    *,
+    analysis_id: str,
+    title: str,
+    statistic: str,
+    measure: str,
+    dimensions: list[tuple[str, tuple[str, ...]]],
+    cells: list[dict[str, Any]],
+    note: str,
+) -> dict[str, Any]:
+    half_widths = [(c["ci95_high"] - c["ci95_low"]) / 2 for c in cells]
+    rho = query.rho
+    return {
+        "analysis_id": analysis_id,
+        "title": title,
+        "statistic": statistic,
+        "measure": measure,
+        "dimensions": [{"name": n, "keys": list(k)} for n, k in dimensions],
+        "contributors": list(result["contributors"]),
+        "excluded": [],
+        "noise": {
+            "mechanism": query.mechanism,
+            "mode": query.mode.value,
+            "scale_per_node": result["share_scale"],
+            "nodes_added": len(result["contributors"]),
+            "sd_total": math.sqrt(result["noise_var"]),
+            "l2_sensitivity": query.l2_sensitivity,
+            "bound": {"max_cells": query.max_cells, "max_per_cell": 1},
+            "rho_per_node": str(rho),
+            "epsilon_per_node": rho.to_approx_dp(plan.delta).epsilon,
+        },
+        "secure_aggregation": {
+            "round_id": result["round_id"],
+            "n_min": result["n_min"],
+            "rho_bound_at_survivors": result["rho_bound_at_survivors"],
+        },
+        "interval": {
+            "confidence": 0.95,
+            "half_width_raw": float(np.median(half_widths)) if half_widths else 0.0,
+            "covers": "the noise and the hashing; not the model of how often people cross-visit",
+        },
+        "post_processing": {
+            "consistent_with": [],
+            "non_negative": True,
+            "intervals": "each cell's own (delta method)",
+            "suppressed_below_half_widths": 0.0,
+            "suppressed_cells": 0,
+        },
+        "reach": {
+            "section": reach.id,
+            "sketch": {"by": query.by.name, "buckets": query.buckets, "salt": query.salt},
+            "method": METHOD,
+            "note": note,
+        },
+        "cells": cells,
+    }
+
+
+def reach_tables(
+    plan: Plan, reach: Reach, by: str, query: ReachQuery, result: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The release tables one round's noisy sum gives."""
+    sums = np.asarray(result["sums"], dtype=np.float64)
+    var = float(result["noise_var"])
+    per_key = key_estimates(query, sums, var)
+    years = f"{reach.years[0]}" + (f"-{reach.years[1]}" if reach.years[1] != reach.years[0] else "")
+    common: dict[str, Any] = {"plan": plan, "reach": reach, "query": query, "result": result}
+    dim = "sector" if by == "sector" else by
+    reach_cells = [_cell({dim: k.key}, k.reach.reach, k.reach.reach_sd) for k in per_key]
+    tables = [
+        _table(
+            **common,
+            analysis_id=f"{reach.id}_people_by_{by}",
+            title=f"Distinct people reached by {by.replace('_', ' ')}, {years}",
+            statistic="S7",
+            measure="people",
+            dimensions=[(dim, query.by.keys)],
+            cells=reach_cells,
+            note="de-duplicated across institutions; people without e-mail added in proportion",
+        )
+    ]
+    if by == "sector":
+        est = per_key[0].reach
+        freq = frequency(est, TOP_INSTITUTIONS)
+        keys = (*(str(k) for k in range(1, TOP_INSTITUTIONS)), f"{TOP_INSTITUTIONS}+")
+        tables.append(
+            _table(
+                **common,
+                analysis_id=f"{reach.id}_institutions_per_person",
+                title=f"People by number of institutions visited, {years}",
+                statistic="S10",
+                measure="people",
+                dimensions=[("institutions_visited", keys)],
+                cells=[
+                    _cell({"institutions_visited": k}, v, sd)
+                    for k, (v, sd) in zip(keys, freq, strict=True)
+                ],
+                note=(
+                    f"fitted geometric distribution (p = {est.p:.4f} +/- {Z95 * est.p_sd:.4f});"
+                    f" mean {est.mean_institutions:.3f} institutions per person"
+                ),
+            )
+        )
+    if by == "region":
+        cells = []
+        for k in per_key:
+            households = HOUSEHOLDS.get(k.key)
+            if households is None:
+                continue
+            cells.append(
+                _cell(
+                    {"region": k.key},
+                    1000.0 * k.reach.reach / households,
+                    1000.0 * k.reach.reach_sd / households,
+                    digits=2,
+                )
+            )
+        tables.append(
+            _table(
+                **common,
+                analysis_id=f"{reach.id}_participation_per_1000_households",
+                title=f"People reached per 1,000 households by home region, {years}",
+                statistic="S8",
+                measure="people_per_1000_households",
+                dimensions=[("region", tuple(c["region"] for c in cells))],
+                cells=cells,
+                note=f"households: {HOUSEHOLDS_SOURCE}",
+            )
+        )
+    if by in ("discipline", "institution_type"):
+        overlaps = key_overlaps(query, sums, var)
+        keys = query.by.keys
+        reach_of = {k.key: k for k in per_key}
+        cells = []
+        for a in keys:
+            for b in keys:
+                if a == b:
+                    own: KeyEstimate = reach_of[a]
+                    cell = _cell({by: a, f"{by}_also": b}, own.keyed.reach, own.keyed.reach_sd)
+                    cell["share_of_first"] = 1.0
+                else:
+                    ov = overlaps.get((a, b)) or overlaps[(b, a)]
+                    cell = _cell({by: a, f"{by}_also": b}, ov.both, ov.sd)
+                    audience = reach_of[a].keyed.reach
+                    cell["share_of_first"] = (
+                        round(min(max(ov.both / audience, 0.0), 1.0), 4) if audience > 0 else None
+                    )
+                cells.append(cell)
+        tables.append(
+            _table(
+                **common,
+                analysis_id=f"{reach.id}_overlap_{by}",
+                title=f"People visiting both, by {by.replace('_', ' ')} pair, {years}",
+                statistic="S9",
+                measure="people_in_both",
+                dimensions=[(by, keys), (f"{by}_also", keys)],
+                cells=cells,
+                note=(
+                    "people with an e-mail address visiting both (weighted by institutions"
+                    " visited); the diagonal is each key's own reach; share_of_first: of the"
+                    " first key's audience. Noisy: see docs/reach.md for its accuracy"
+                ),
+            )
+        )
+    return tables

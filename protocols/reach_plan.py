@@ -1,0 +1,206 @@
+"""The ``[[reach]]`` section of a plan: sector reach, participation and overlap (S7-S10).
+
+    [[reach]]
+    id = "reach_2024"
+    title = "Sector reach, participation and overlap, 2024"
+    years = [2024, 2024]
+    epsilon = 1.0              # per node for all rounds together (or rho = "0.015")
+    by = ["sector", "region", "discipline", "institution_type"]   # one secure round each
+    max_disciplines = 3        # disciplines one person may count in (most visited first)
+    # buckets = { sector = 1024, region = 256, discipline = 128, institution_type = 256 }
+
+Each ``by`` is one secure round with a sketch of its own (``protocols/reach.py``); the budget is
+split evenly over them. What each round gives: sector -> S7 (sector reach) and S10 (people by
+institutions visited); region -> S7 by home region and S8 (per 1,000 households); discipline ->
+S7 by discipline and S9 (overlap between disciplines); institution_type -> S9 (overlap between
+institution types). Secure mode only. The bucket hash is salted per run and round at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Final
+
+from privacy.budget import InvalidBudget, Rho, rho_for_epsilon
+from protocols.dimensions import public_keys
+from protocols.errors import MalformedMessage
+from protocols.messages import Dimension, ReleaseMode
+from protocols.reach import MAX_BUCKETS, MIN_BUCKETS, REACH_DIMENSIONS, SECTOR_KEYS, ReachQuery
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+MAX_REACH: Final[int] = 4
+DEFAULT_BUCKETS: Final[dict[str, int]] = {
+    "sector": 1024,
+    "region": 256,
+    "discipline": 128,
+    "institution_type": 256,
+}
+STATISTIC_OF: Final[dict[str, str]] = {
+    "sector": "S7",
+    "region": "S7",
+    "discipline": "S9",
+    "institution_type": "S9",
+}
+_FIELDS: Final[frozenset[str]] = frozenset(
+    {"id", "title", "years", "epsilon", "rho", "by", "max_disciplines", "buckets"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    id: str
+    title: str
+    years: tuple[int, int]
+    rho: Rho  # for all rounds together
+    epsilon: float | None
+    by: tuple[str, ...]
+    max_disciplines: int
+    buckets: tuple[tuple[str, int], ...]
+
+    @property
+    def total_rho(self) -> Rho:
+        return Rho(self.round_rho.value * len(self.by)) if self.by else Rho.zero()
+
+    @property
+    def round_rho(self) -> Rho:
+        return Rho(self.rho.value / len(self.by))
+
+    def round_id(self, by: str) -> str:
+        return f"{self.id}_{by}"
+
+    def query(self, by: str, salt: str = "plan") -> ReachQuery:
+        keys = SECTOR_KEYS if by == "sector" else public_keys(by, *self.years)
+        return ReachQuery(
+            statistic=STATISTIC_OF[by],
+            by=Dimension(by, keys),
+            buckets=dict(self.buckets)[by],
+            max_cells=self.max_disciplines if by == "discipline" else 1,
+            years=self.years,
+            rho=self.round_rho,
+            salt=salt,
+        )
+
+
+def round_salt(run_id: str, reach_id: str, by: str) -> str:
+    """The bucket hash's salt: new for every run and round (a sketch is never reused)."""
+    return hashlib.sha256(f"{run_id}\x00{reach_id}\x00{by}".encode()).hexdigest()[:32]
+
+
+def parse_reaches(
+    raw: Any, mode: ReleaseMode, delta: float, problems: list[str], seen: set[str]
+) -> tuple[Reach, ...]:
+    """The plan's [[reach]] sections; every problem goes into ``problems``."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or len(raw) > MAX_REACH:
+        problems.append(f"reach must be at most {MAX_REACH} [[reach]] sections")
+        return ()
+    out = []
+    for i, r in enumerate(raw):
+        where = f"reach #{i + 1}"
+        if not isinstance(r, dict):
+            problems.append(f"{where} is not a table")
+            continue
+        before = len(problems)
+        rid = r.get("id")
+        if not isinstance(rid, str) or not _ID.match(rid):
+            problems.append(f"{where}: id must be lowercase letters, digits, '-', '_' or '.'")
+            rid = f"reach-{i + 1}"
+        else:
+            where = f"reach {rid!r}"
+            if rid in seen:
+                problems.append(f"{where}: id is used twice")
+            seen.add(rid)
+        unknown = sorted(set(r) - _FIELDS)
+        if unknown:
+            problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
+        if mode is not ReleaseMode.SECURE:
+            problems.append(f"{where}: reach sketches are summed in secure mode only")
+        by = r.get("by", list(REACH_DIMENSIONS))
+        if (
+            not isinstance(by, list)
+            or not by
+            or not all(isinstance(b, str) and b in REACH_DIMENSIONS for b in by)
+            or len(set(by)) != len(by)
+        ):
+            problems.append(
+                f"{where}: by must be a list of distinct names from {', '.join(REACH_DIMENSIONS)}"
+            )
+            by = []
+        for b in by:
+            if f"{rid}_{b}" in seen:
+                problems.append(f"{where}: id {rid}_{b} is used twice")
+            seen.add(f"{rid}_{b}")
+        max_d = r.get("max_disciplines", 3)
+        if isinstance(max_d, bool) or not isinstance(max_d, int) or not 1 <= max_d <= 15:
+            problems.append(f"{where}: max_disciplines must be a whole number from 1 to 15")
+            max_d = 3
+        buckets = dict(DEFAULT_BUCKETS)
+        given = r.get("buckets", {})
+        if not isinstance(given, dict):
+            problems.append(f"{where}: buckets must be a table such as {{ sector = 1024 }}")
+            given = {}
+        for name, value in given.items():
+            if name not in REACH_DIMENSIONS:
+                problems.append(f"{where}: buckets.{name} is not one of {REACH_DIMENSIONS}")
+            elif (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not MIN_BUCKETS <= value <= MAX_BUCKETS
+            ):
+                problems.append(
+                    f"{where}: buckets.{name} must be a whole number from {MIN_BUCKETS}"
+                    f" to {MAX_BUCKETS}"
+                )
+            else:
+                buckets[name] = value
+        years = r.get("years", [2024, 2024])
+        if (
+            not isinstance(years, list)
+            or len(years) != 2
+            or not all(isinstance(y, int) and not isinstance(y, bool) for y in years)
+            or not 1990 <= years[0] <= years[1] <= 2100
+        ):
+            problems.append(f"{where}: years must be [first, last] within 1990..2100")
+            years = [2024, 2024]
+        epsilon = r.get("epsilon")
+        rho: Rho | None = None
+        if (epsilon is None) == ("rho" not in r):
+            problems.append(f"{where}: give the budget as epsilon or as rho (one of them)")
+        elif epsilon is not None:
+            if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or epsilon <= 0:
+                problems.append(f"{where}: epsilon must be a positive number")
+            else:
+                rho = rho_for_epsilon(float(epsilon), delta)
+        else:
+            try:
+                rho = Rho.parse(str(r["rho"]))
+                if rho.is_zero():
+                    problems.append(f"{where}: rho must be positive")
+            except InvalidBudget as err:
+                problems.append(f"{where}: {err}")
+        if len(problems) > before or rho is None or not by:
+            continue
+        reach = Reach(
+            id=rid,
+            title=str(r.get("title", rid)),
+            years=(years[0], years[1]),
+            rho=rho,
+            epsilon=float(epsilon) if epsilon is not None else None,
+            by=tuple(by),
+            max_disciplines=max_d,
+            buckets=tuple(sorted(buckets.items())),
+        )
+        for b in reach.by:
+            try:
+                reach.query(b)
+            except MalformedMessage as err:
+                problems.append(f"{where}: round {b}: {err}")
+        if reach.round_rho.value < Fraction(1, 10**9):
+            problems.append(f"{where}: the budget is too small to split over {len(by)} rounds")
+            continue
+        out.append(reach)
+    return tuple(out)
