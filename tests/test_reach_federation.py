@@ -151,7 +151,9 @@ def test_reach_over_grpc_reveals_no_match_key_and_no_sketch(
         assert np.count_nonzero(vector) > 10
         assert ring.to_bytes(ring.to_ring(vector))[:80] not in raw
     for inst in sec.institutions:
-        frame = pl.read_csv(sector_dir / inst.institution_id / "ticket_line.csv", infer_schema=False)
+        frame = pl.read_csv(
+            sector_dir / inst.institution_id / "ticket_line.csv", infer_schema=False
+        )
         for value in frame["email"].drop_nulls().unique().to_list()[:300]:
             assert value.encode() not in raw
             assert value.strip().lower().encode() not in raw
