@@ -133,7 +133,7 @@ def test_reach_over_grpc_reveals_no_match_key_and_no_sketch(
     # |difference| <= 4.5 sd, a false alarm about 7e-6 of the time (normal approximation).
     query = reach.query("sector", round_salt(doc["run_id"], "reach", "sector"))
     sketches = {nid: reach_contribution(query, h.reach) for nid, h in handlers.items()}
-    exact = key_estimates(query, sum(sketches.values()), 0.0)[0].reach
+    exact = key_estimates(query, np.sum(np.stack(list(sketches.values())), axis=0), 0.0)[0].reach
     [cell] = tables["reach_people_by_sector"]["cells"]
     sd = (cell["ci95_high"] - cell["ci95_low"]) / (2 * 1.96)
     assert abs(cell["noisy_sum"] - exact.reach) <= 4.5 * sd
