@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHMARKS = ["noise", "ingest", "secagg", "accuracy", "load", "segmentation"]
+BENCHMARKS = ["noise", "ingest", "secagg", "accuracy", "load", "segmentation", "reach"]
 
 
 def main(argv: list[str] | None = None) -> int:
