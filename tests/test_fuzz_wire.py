@@ -164,10 +164,11 @@ def task_bytes(depth: int = 5) -> st.SearchStrategy[bytes]:
 
 def test_the_generator_reaches_deep_into_the_contract(handler: TaskHandler) -> None:
     # The strategy builds histogram tasks the node answers and secure-aggregation stages: if it
-    # could not, the fuzzing below would only ever test the outer layers.
+    # could not, the fuzzing below would only ever test the outer layers. 1,000 examples: with
+    # the reach query in the setup oneof, 400 missed an answered histogram in 1 of 3 runs here.
     seen: set[str] = set()
 
-    @settings(max_examples=400, deadline=None, database=None)
+    @settings(max_examples=1000, deadline=None, database=None)
     @given(task_bytes())
     def collect(data: bytes) -> None:
         with contextlib.suppress(MalformedMessage):
