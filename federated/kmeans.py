@@ -29,18 +29,21 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives import serialization
 
+from coordinator.ca import CertificateAuthority
 from coordinator.inprocess import InProcessTransport
 from coordinator.secure import SecureParams
 from coordinator.segmentation import FitResult, FitSettings, SecureRounds, fit, fit_seed
-from deploy.devcerts import make_dev_pki
 from node.secure import Contribution, SecAggClient
 from node.segments import SegmentData, kmeans_contribution
 from privacy.budget import Rho, epsilon_of, rho_for_epsilon
-from privacy.clustering.budget import DEFAULT_LLOYD_ROUNDS, DEFAULT_MAX_DEPTH
+from privacy.clustering.budget import DEFAULT_LLOYD_ROUNDS, DEFAULT_MAX_DEPTH, Schedule
 from privacy.clustering.public_random import new_seed
 from privacy.clustering.space import Feature, FeatureSpace
 from privacy.clustering.steps import nearest
+from privacy.secagg.prg import SEED_BYTES
+from protocols.certificates import new_node_key, node_request
 from protocols.errors import ErrorCode, PublicError
 from protocols.identity import PeerVerifier, Signer
 from protocols.kmeans import KMeansQuery
@@ -114,6 +117,12 @@ class FederatedKMeans:
         )
         self.max_lloyd_rounds = max_lloyd_rounds
         self.max_depth = max_depth
+        # Every setting is checked here, before any data is seen or any budget spent.
+        Schedule(self.rho, n_clusters, max_depth, max_lloyd_rounds)
+        if n_min is not None and (isinstance(n_min, bool) or n_min < 1):
+            raise ValueError(f"n_min must be a positive number of parts, got {n_min!r}")
+        if seed is not None and len(seed) != SEED_BYTES:
+            raise ValueError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
         self.n_min = n_min
         self.seed = seed
         self.progress = progress
@@ -125,6 +134,10 @@ class FederatedKMeans:
         matrices = [self.space.scale(p) for p in parts]
         if len(matrices) < 2:
             raise ValueError("secure aggregation needs at least two parts (nodes)")
+        if self.n_min is not None and self.n_min > len(matrices):
+            raise ValueError(
+                f"n_min = {self.n_min} parts must survive, but only {len(matrices)} were given"
+            )
         with tempfile.TemporaryDirectory(prefix="publiek-kmeans-") as tmp:
             result, nodes = asyncio.run(self._fit(matrices, Path(tmp)))
         self.result_ = result
@@ -140,12 +153,19 @@ class FederatedKMeans:
         self, matrices: list[FloatMatrix], folder: Path
     ) -> tuple[FitResult, list[_MatrixNode]]:
         ids = [f"part-{i:04d}" for i in range(len(matrices))]
-        pki = make_dev_pki(folder, ids)
-        ca = pki.ca.read_bytes()
+        # A throw-away CA for this fit: every part signs its secure-aggregation keys with a
+        # certificate of the real profile, as an institution's node does.
+        authority = CertificateAuthority.init(
+            folder, name="publiek library fit", organisation="publiek library", days=1
+        )
+        ca = authority.cert_path.read_bytes()
         nodes = []
         for nid, m in zip(ids, matrices, strict=True):
             node = _MatrixNode(nid, SegmentData.from_matrix(m, self.space, date.today()))
-            signer = Signer.from_files(nid, pki.nodes[nid].cert, pki.nodes[nid].key)
+            key = new_node_key()
+            request = node_request(key, nid, "publiek library")
+            cert = authority.sign_request(request.public_bytes(serialization.Encoding.PEM), days=1)
+            signer = Signer(nid, cert.public_bytes(serialization.Encoding.PEM), key)
             node.client = SecAggClient(signer, PeerVerifier(ca), node.contribute)
             nodes.append(node)
         transport = InProcessTransport(
@@ -174,14 +194,20 @@ class FederatedKMeans:
 
     # --- using the model ---------------------------------------------------------------------
 
+    def _fitted(self) -> FitResult:
+        result: FitResult | None = getattr(self, "result_", None)
+        if result is None:
+            raise ValueError("this FederatedKMeans is not fitted yet: call fit(parts) first")
+        return result
+
     def predict(self, x: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Index of the nearest centre of each row (local: nothing leaves)."""
-        return nearest(self.space.scale(x), self.result_.centres)
+        return nearest(self.space.scale(x), self._fitted().centres)
 
     def cost(self, x: npt.ArrayLike) -> float:
         """k-means cost (sum of squared distances to the nearest centre) in the scaled space."""
         scaled = self.space.scale(x)
-        c = self.result_.centres
+        c = self._fitted().centres
         d2 = ((scaled[:, None, :] - c[None, :, :]) ** 2).sum(axis=2)
         return float(d2.min(axis=1).sum())
 
