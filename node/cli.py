@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import date
 from pathlib import Path
 
@@ -213,7 +213,7 @@ def _cmd_segments(args: argparse.Namespace) -> int:
     loaded = load(setup.source, setup.settings, setup.geography, args.as_of or setup.as_of)
     rows = audience_by_segment(model, SegmentData.from_features(loaded.features))
     if args.json:
-        print(json.dumps([{**vars(r), "index": r.index} for r in rows], indent=2))
+        print(json.dumps([{**asdict(r), "index": r.index} for r in rows], indent=2))
         return 0
     total = sum(r.customers for r in rows)
     print(

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from coordinator.inprocess import InProcessTransport
+from coordinator.release import write_release
 from coordinator.runner import RunAborted, RunSettings, run_plan
 from coordinator.state import RunStateStore
 from deploy.devcerts import DevPki, make_dev_pki
@@ -26,13 +27,13 @@ from node.handler import NodeIdentity, TaskHandler
 from node.ingest.sources import file_source
 from node.ledger import BudgetCap, Ledger, Period
 from node.policy import Policy
-from node.segments import SegmentData
+from node.segments import SegmentData, audience_by_segment, label
 from privacy.budget import Rho, compose
 from protocols.dimensions import SEGMENT_KEYS
 from protocols.identity import PeerVerifier, Signer
 from protocols.messages import Task, TaskResult
 from protocols.plan import parse_plan
-from protocols.segment_model import model_from_json
+from protocols.segment_model import model_from_json, read_model
 from synthetic import SectorConfig, generate_sector
 from synthetic.geography import pc4_table
 
@@ -166,6 +167,18 @@ def test_a_plan_fits_the_segmentation_and_releases_its_model_and_s12(
     sd = region["noise"]["sd_total"] * math.sqrt(len(region["cells"]))
     assert abs(noisy_total - x.shape[0]) < 5 * sd  # every customer once (5 sd: 6e-7 false alarm)
     assert "s12_segments_by_discipline" in tables
+
+    # The release carries the model as a file of its own, which any institution applies to its
+    # own customers with no further round (publiek-node segments reads the same file).
+    [path] = [p for p in write_release(doc, tmp_path / "release") if "segment-model-" in p.name]
+    distributed = read_model(path)
+    assert distributed == model
+    for n in nodes:
+        rows = audience_by_segment(distributed, n.data)
+        own = np.bincount(label(n.data, model.centres()), minlength=5).tolist()
+        assert [r.customers for r in rows] == own
+        assert sum(own) == n.data.customers
+        assert [r.sector_share for r in rows] == [s.share for s in model.segments]
 
     # Every ledger: one charge per round it answered, all different task ids, and the total is
     # the model card's spend plus the tables, within the plan's declared cost.
