@@ -15,7 +15,11 @@ gRPC). The coordinator's estimator (``coordinator/reach_estimate.py``) then give
   of |estimated - true| share of a's audience that also visits b;
 - ``eps``: the (epsilon, delta = 1e-7) of the whole reach analysis per node (both rounds).
 
-Medians over repeated noise draws (the sector and the sketches stay the same). The full run is
+The analysis is the plan's: a ``[[reach]]`` section with the sector and discipline rounds at
+epsilon 1 per node in all (``protocols/reach_plan.py``: its budget split, sector sketch copies
+and "auto" buckets from the discipline round's count of people). Medians over repeats, each
+with its own salts and noise draws (the sector stays the same; ``--seed`` picks another). The
+full run is
 50 institutions at scale 0.3; the quick run 50 institutions at scale 0.1 (about a minute:
 generating and loading the sector is most of it).
 """
@@ -35,15 +39,16 @@ import numpy as np
 import polars as pl
 
 from benchmarks.common import last_line, write_result
-from coordinator.reach_estimate import key_estimates, key_overlaps
+from coordinator.reach_estimate import key_estimates, pair_counts, pair_overlaps, pair_people
+from coordinator.reach_run import auto_sector_buckets
 from node.data import load
 from node.ingest.matchkey import MatchKeySecret
 from node.ingest.pipeline import IngestSettings
 from node.ingest.sources import ParquetFile
 from node.reach import ReachData, reach_contribution
-from privacy.budget import Rho, rho_for_epsilon
-from protocols.messages import Dimension
-from protocols.reach import SECTOR_KEYS, ReachQuery
+from protocols.messages import ReleaseMode
+from protocols.reach import ReachQuery
+from protocols.reach_plan import Reach, parse_reaches
 from protocols.secagg import SecAggSetup, noise_share
 from protocols.vocabulary import COUNTED_STATUSES, DISCIPLINES
 from synthetic.config import SectorConfig
@@ -95,58 +100,74 @@ def secure_sum(query: ReachQuery, nodes: list[ReachData]) -> tuple[np.ndarray, f
     return total, len(nodes) * noise.share_scale**2
 
 
-def run(quick: bool) -> dict[str, Any]:
+def plan_section(epsilon: float) -> Reach:
+    """The benchmark's [[reach]]: the sector and discipline rounds, as a plan would run them."""
+    problems: list[str] = []
+    section = {"id": "bench", "years": [YEAR, YEAR], "epsilon": epsilon}
+    section["by"] = ["sector", "discipline"]
+    [reach] = parse_reaches([section], ReleaseMode.SECURE, DELTA, problems, set())
+    assert not problems, problems
+    return reach
+
+
+def run(quick: bool, seed: int = 11) -> dict[str, Any]:
     n_institutions, scale = (50, 0.1) if quick else (50, 0.3)
     repeats = 3 if quick else 7
     started = time.monotonic()
     sector = generate_sector(
-        SectorConfig(n_institutions=n_institutions, seed=11, years=(YEAR, YEAR), scale=scale)
+        SectorConfig(n_institutions=n_institutions, seed=seed, years=(YEAR, YEAR), scale=scale)
     )
     true_reach, true_shares = truth_overlaps(sector.truth)
     secret = MatchKeySecret(key=secrets.token_bytes(32), source=Path("benchmark"))
     with tempfile.TemporaryDirectory() as tmp:
         nodes = build_nodes(sector, Path(tmp), secret)
     prepared = time.monotonic() - started
-    rho = rho_for_epsilon(1.0, DELTA)
-    half = Rho(rho.value / 2)
-    sector_buckets, discipline_buckets = (512, 64) if quick else (1024, 128)
-    sector_q = ReachQuery(
-        "S7", Dimension("sector", SECTOR_KEYS), sector_buckets, 1, (YEAR, YEAR), half, "bench-s"
-    )
-    discipline_q = ReachQuery(
-        "S9", Dimension("discipline", DISCIPLINES), discipline_buckets, 3, (YEAR, YEAR), half,
-        "bench-d",
-    )  # fmt: skip
-    reach_errors, overlap_errors, covered = [], [], []
-    for _ in range(repeats):
-        total, var = secure_sum(sector_q, nodes)
-        est = key_estimates(sector_q, total, var)[0]
-        reach_errors.append(abs(est.reach.reach - true_reach) / true_reach)
-        lo, hi = est.reach.reach - est.reach.half_width(), est.reach.reach + est.reach.half_width()
-        covered.append(lo <= true_reach <= hi)
-        total, var = secure_sum(discipline_q, nodes)
-        per_key = {k.key: k for k in key_estimates(discipline_q, total, var)}
-        pairs = key_overlaps(discipline_q, total, var)
+    reach = plan_section(1.0)
+    ids = len(nodes)
+    reach_errors, overlap_errors, covered, buckets = [], [], [], []
+    clean_errors: list[float] = []
+    for r in range(repeats):
+        # A new salt per repeat, as every run has: the hashing's luck is part of the error.
+        pairs_q = reach.query("discipline", f"bench-{seed}-{r}-d")
+        total, var = secure_sum(pairs_q, nodes)
+        done = {"discipline": (pairs_q, {"sums": [int(v) for v in total]})}
+        m = auto_sector_buckets(reach, done, ids, ids)
+        sector_q = reach.query("sector", f"bench-{seed}-{r}-s", sector_buckets=m)
+        buckets.append(sector_q.buckets)
+        s_total, s_var = secure_sum(sector_q, nodes)
+        est = key_estimates(sector_q, s_total, s_var)[0].reach
+        reach_errors.append(abs(est.reach - true_reach) / true_reach)
+        covered.append(abs(est.reach - true_reach) <= est.half_width())
+        if r == 0:
+            exact = np.sum(np.stack([reach_contribution(sector_q, d) for d in nodes]), axis=0)
+            clean = key_estimates(sector_q, exact, 0.0)[0].reach
+            clean_errors.append((clean.reach - true_reach) / true_reach)
+        pairs = pair_counts(pairs_q, total, var)
+        people = pair_people(pairs, est)
+        overlaps = pair_overlaps(pairs, est)
         errors = []
         for (a, b), truth in true_shares.items():
-            ov = pairs.get((a, b)) or pairs[(b, a)]
-            audience = per_key[a].keyed.reach
-            share = min(max(ov.both / audience, 0.0), 1.0) if audience > 0 else 0.0
+            audience = people[a][0]
+            share = min(max(overlaps[(a, b)].both / audience, 0.0), 1.0) if audience > 0 else 0.0
             errors.append(abs(share - truth))
         overlap_errors.append(float(np.mean(errors)))
-    epsilon = rho.to_approx_dp(DELTA).epsilon
+    epsilon = reach.total_rho.to_approx_dp(DELTA).epsilon
     return {
         "reach_rel_error": statistics.median(reach_errors),
         "overlap_abs_error": statistics.median(overlap_errors),
         "eps": round(epsilon, 6),
+        "seed": seed,
         "true_reach": true_reach,
         "reach_errors": [round(e, 5) for e in reach_errors],
+        "reach_noise_free_error": round(clean_errors[0], 5),
         "overlap_errors": [round(e, 5) for e in overlap_errors],
         "reach_interval_covered": sum(covered),
         "repeats": repeats,
         "institutions": n_institutions,
         "scale": scale,
-        "buckets": {"sector": sector_buckets, "discipline": discipline_buckets},
+        "sector_buckets": sorted(set(buckets)),
+        "sector_copies": reach.sector_copies,
+        "rho_split": {b: str(reach.round_rho(b)) for b in reach.by},
         "prepare_seconds": round(prepared, 1),
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -155,9 +176,10 @@ def run(quick: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reach")
     parser.add_argument("--quick", action="store_true", help="a smaller sector, fewer repeats")
+    parser.add_argument("--seed", type=int, default=11, help="the synthetic sector's seed")
     args = parser.parse_args(argv)
-    result = run(args.quick)
-    config = {"quick": args.quick, "year": YEAR, "delta": DELTA}
+    result = run(args.quick, args.seed)
+    config = {"quick": args.quick, "year": YEAR, "delta": DELTA, "seed": args.seed}
     path = write_result("reach", config, result)
     print(f"result written to {path}", file=sys.stderr)
     print(last_line(result))

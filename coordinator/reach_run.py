@@ -16,17 +16,24 @@ from typing import Any
 import numpy as np
 
 from coordinator.checkpoints import StateCheckpoint
-from coordinator.reach_estimate import KeyEstimate, key_estimates, key_overlaps
+from coordinator.reach_estimate import (
+    key_estimates,
+    pair_counts,
+    pair_overlaps,
+    pair_people,
+    type_overlaps,
+)
 from coordinator.secure import RoundTask, SecureParams, SecureRoundFailed, run_secure_round
 from coordinator.state import RunStateStore
 from coordinator.transport import Transport
-from privacy.reach import Z95, frequency, interval
+from privacy.distributed import DistributedGaussian
+from privacy.reach import Z95, ReachEstimate, frequency, interval, sector_buckets
 from protocols.households import HOUSEHOLDS
 from protocols.households import SOURCE as HOUSEHOLDS_SOURCE
 from protocols.identity import PeerVerifier
 from protocols.plan import Plan
-from protocols.reach import ReachQuery
-from protocols.reach_plan import Reach, round_salt
+from protocols.reach import MAX_BUCKETS, MIN_BUCKETS, ReachQuery
+from protocols.reach_plan import AUTO, Reach, round_salt
 from protocols.secagg import noise_share
 
 Progress = Callable[[str], None]
@@ -37,10 +44,20 @@ METHOD = (
     "each institution counts its people (keyed hashes of e-mail addresses, never sent) per bucket"
     " of a hash all institutions share, so a person lands in the same bucket everywhere; the"
     " counts are summed under secure aggregation with discrete Gaussian noise added in shares."
-    " Distinct people are estimated from the first two moments of the noisy bucket counts with"
-    " a geometric model of how many institutions a person visits (privacy/reach.py);"
-    " customers without an e-mail address are added in proportion (same visiting pattern"
-    " assumed). Intervals cover the noise and the hashing, not the model (docs/reach.md)."
+    " Distinct people by inclusion-exclusion: S1 - S2 from the first two moments of the noisy"
+    " bucket counts, the tail (S3 - S4 ...) from a geometric model of how many institutions a"
+    " person visits (privacy/reach.py); customers without an e-mail address by binomial"
+    " thinning (each account holds an address independently). Intervals cover the noise and"
+    " the hashing, not the model (docs/reach.md)."
+)
+PAIRS_METHOD = (
+    "each institution counts its own people (with or without an e-mail address) per pair of"
+    " disciplines they visited there (at most the plan's max_disciplines per person), summed"
+    " under secure aggregation with discrete Gaussian noise; people who see the two disciplines"
+    " at different institutions are added under random mixing: the sector sketch's"
+    " cross-institution pairs of the same person, spread over disciplines in proportion to their"
+    " audiences (privacy/reach.py). Intervals cover the noise, not the mixing model"
+    " (docs/reach.md)."
 )
 
 
@@ -65,10 +82,14 @@ async def run_reach(
     params = SecureParams.for_plan(len(participants), plan.min_nodes, plan.degree, plan.threshold)
     timeout_ms = int(plan.task_timeout_s * 1000)
     records = state.analyses(run_id) if state is not None else {}
-    tables: list[dict[str, Any]] = []
-    for by in reach.by:
+    results: dict[str, tuple[ReachQuery, dict[str, Any]]] = {}
+    for by in reach.run_order:
         analysis_id = reach.round_id(by)
-        query = reach.query(by, round_salt(run_id, reach.id, by))
+        query = reach.query(
+            by,
+            round_salt(run_id, reach.id, by),
+            sector_buckets=auto_sector_buckets(reach, results, len(participants), params.n_min),
+        )
         record = records.get(analysis_id)
         if record is not None and record.status == "done" and record.result is not None:
             progress(f"reach {analysis_id} done before the restart")
@@ -114,11 +135,45 @@ async def run_reach(
                 "round_id": done.round_id,
                 "n_min": done.setup.n_min,
                 "rho_bound_at_survivors": noise.rho_bound(k),
+                "buckets": query.buckets,
             }
             if state is not None:
                 state.save_analysis(run_id, analysis_id, result)
-        tables += reach_tables(plan, reach, by, query, result)
+        results[by] = (query, result)
+    tables: list[dict[str, Any]] = []
+    sector = _sector(results)
+    for by in reach.by:
+        query, result = results[by]
+        tables += reach_tables(plan, reach, by, query, result, sector)
     return tables
+
+
+def auto_sector_buckets(
+    reach: Reach,
+    results: dict[str, tuple[ReachQuery, dict[str, Any]]],
+    n_max: int,
+    n_min: int,
+) -> int | None:
+    """The sector sketch's buckets when the plan says "auto": from the discipline round's noisy
+    count of people (its last cell) and the sector round's noise, m = people / v."""
+    if dict(reach.buckets).get("sector", AUTO) != AUTO or "discipline" not in results:
+        return None
+    _, done = results["discipline"]
+    units = float(done["sums"][-1])
+    probe = reach.query("sector", "probe", sector_buckets=MIN_BUCKETS)
+    # The noise per bucket barely depends on the vector's length; the shortest gives it.
+    dg = DistributedGaussian.for_budget(
+        probe.l2_sensitivity, probe.l1_sensitivity, probe.n_cells, probe.rho, n_min, n_max
+    )
+    # A copy's noise is v; copies are averaged, so the balance is struck per copy.
+    return sector_buckets(units, n_max * dg.share_scale**2, MIN_BUCKETS, MAX_BUCKETS)
+
+
+def _sector(results: dict[str, tuple[ReachQuery, dict[str, Any]]]) -> ReachEstimate | None:
+    if "sector" not in results:
+        return None
+    query, result = results["sector"]
+    return key_estimates(query, result["sums"], float(result["noise_var"]))[0].reach
 
 
 def _cell(keys: dict[str, str], value: float, sd: float, digits: int = 0) -> dict[str, Any]:
@@ -148,6 +203,7 @@ def _table(
     dimensions: list[tuple[str, tuple[str, ...]]],
     cells: list[dict[str, Any]],
     note: str,
+    method: str = METHOD,
 ) -> dict[str, Any]:
     half_widths = [(c["ci95_high"] - c["ci95_low"]) / 2 for c in cells]
     rho = query.rho
@@ -166,7 +222,11 @@ def _table(
             "nodes_added": len(result["contributors"]),
             "sd_total": math.sqrt(result["noise_var"]),
             "l2_sensitivity": query.l2_sensitivity,
-            "bound": {"max_cells": query.max_cells, "max_per_cell": 1},
+            "bound": {
+                "max_cells": query.max_cells,
+                "max_per_cell": 1,
+                "l1": query.l1_sensitivity,
+            },
             "rho_per_node": str(rho),
             "epsilon_per_node": rho.to_approx_dp(plan.delta).epsilon,
         },
@@ -189,37 +249,119 @@ def _table(
         },
         "reach": {
             "section": reach.id,
-            "sketch": {"by": query.by.name, "buckets": query.buckets, "salt": query.salt},
-            "method": METHOD,
+            "sketch": {
+                "by": query.by.name,
+                "layout": query.layout,
+                "buckets": query.buckets,
+                "copies": query.copies,
+                "salt": query.salt,
+            },
+            "method": method,
             "note": note,
         },
         "cells": cells,
     }
 
 
+def _overlap_table(
+    common: dict[str, Any],
+    by: str,
+    keys: tuple[str, ...],
+    people: dict[str, tuple[float, float]],
+    overlaps: dict[tuple[str, str], Any],
+    years: str,
+    note: str,
+) -> dict[str, Any]:
+    cells = []
+    for a in keys:
+        for b in keys:
+            if a == b:
+                cell = _cell({by: a, f"{by}_also": b}, *people[a])
+                cell["share_of_first"] = 1.0
+            else:
+                ov = overlaps[(a, b)]
+                cell = _cell({by: a, f"{by}_also": b}, ov.both, ov.sd)
+                audience = people[a][0]
+                cell["share_of_first"] = (
+                    round(min(max(ov.both / audience, 0.0), 1.0), 4) if audience > 0 else None
+                )
+            cells.append(cell)
+    reach: Reach = common["reach"]
+    return _table(
+        **common,
+        analysis_id=f"{reach.id}_overlap_{by}",
+        title=f"People visiting both, by {by.replace('_', ' ')} pair, {years}",
+        statistic="S9",
+        measure="people_in_both",
+        dimensions=[(by, keys), (f"{by}_also", keys)],
+        cells=cells,
+        note=note,
+    )
+
+
 def reach_tables(
-    plan: Plan, reach: Reach, by: str, query: ReachQuery, result: dict[str, Any]
+    plan: Plan,
+    reach: Reach,
+    by: str,
+    query: ReachQuery,
+    result: dict[str, Any],
+    sector: ReachEstimate | None,
 ) -> list[dict[str, Any]]:
-    """The release tables one round's noisy sum gives."""
+    """The release tables one round's noisy sum gives (``sector``: the sector round's estimate,
+    which the overlap tables need for cross-institution visiting)."""
     sums = np.asarray(result["sums"], dtype=np.float64)
     var = float(result["noise_var"])
-    per_key = key_estimates(query, sums, var)
     years = f"{reach.years[0]}" + (f"-{reach.years[1]}" if reach.years[1] != reach.years[0] else "")
     common: dict[str, Any] = {"plan": plan, "reach": reach, "query": query, "result": result}
+    if by == "discipline":
+        if sector is None:
+            raise ValueError("the discipline overlap needs the sector round")
+        pairs = pair_counts(query, sums, var)
+        people = pair_people(pairs, sector)
+        keys = query.by.keys
+        return [
+            _table(
+                **common,
+                analysis_id=f"{reach.id}_people_by_discipline",
+                title=f"Distinct people reached by discipline, {years}",
+                statistic="S7",
+                measure="people",
+                dimensions=[("discipline", keys)],
+                cells=[_cell({"discipline": k}, *people[k]) for k in keys],
+                note=(
+                    "people per discipline counted once per institution, less those seeing it at"
+                    " two institutions under random mixing; people without e-mail included"
+                ),
+                method=PAIRS_METHOD,
+            ),
+            _overlap_table(
+                {**common, "method": PAIRS_METHOD},
+                by,
+                keys,
+                people,
+                pair_overlaps(pairs, sector),
+                years,
+                "within one institution counted, across institutions modelled (random mixing);"
+                " the diagonal is each discipline's own people; share_of_first: of the first"
+                " discipline's people. See docs/reach.md for the measured accuracy",
+            ),
+        ]
+    per_key = key_estimates(query, sums, var)
     dim = "sector" if by == "sector" else by
-    reach_cells = [_cell({dim: k.key}, k.reach.reach, k.reach.reach_sd) for k in per_key]
-    tables = [
-        _table(
-            **common,
-            analysis_id=f"{reach.id}_people_by_{by}",
-            title=f"Distinct people reached by {by.replace('_', ' ')}, {years}",
-            statistic="S7",
-            measure="people",
-            dimensions=[(dim, query.by.keys)],
-            cells=reach_cells,
-            note="de-duplicated across institutions; people without e-mail added in proportion",
+    tables = []
+    if by != "institution_type":
+        tables.append(
+            _table(
+                **common,
+                analysis_id=f"{reach.id}_people_by_{by}",
+                title=f"Distinct people reached by {by.replace('_', ' ')}, {years}",
+                statistic="S7",
+                measure="people",
+                dimensions=[(dim, query.by.keys)],
+                cells=[_cell({dim: k.key}, k.reach.reach, k.reach.reach_sd) for k in per_key],
+                note="de-duplicated across institutions; people without e-mail included",
+            )
         )
-    ]
     if by == "sector":
         est = per_key[0].reach
         freq = frequency(est, TOP_INSTITUTIONS)
@@ -268,39 +410,21 @@ def reach_tables(
                 note=f"households: {HOUSEHOLDS_SOURCE}",
             )
         )
-    if by in ("discipline", "institution_type"):
-        overlaps = key_overlaps(query, sums, var)
-        keys = query.by.keys
-        reach_of = {k.key: k for k in per_key}
-        cells = []
-        for a in keys:
-            for b in keys:
-                if a == b:
-                    own: KeyEstimate = reach_of[a]
-                    cell = _cell({by: a, f"{by}_also": b}, own.keyed.reach, own.keyed.reach_sd)
-                    cell["share_of_first"] = 1.0
-                else:
-                    ov = overlaps.get((a, b)) or overlaps[(b, a)]
-                    cell = _cell({by: a, f"{by}_also": b}, ov.both, ov.sd)
-                    audience = reach_of[a].keyed.reach
-                    cell["share_of_first"] = (
-                        round(min(max(ov.both / audience, 0.0), 1.0), 4) if audience > 0 else None
-                    )
-                cells.append(cell)
+    if by == "institution_type":
+        if sector is None:
+            raise ValueError("the institution-type overlap needs the sector round")
+        people = {k.key: (k.reach.reach, k.reach.reach_sd) for k in per_key}
         tables.append(
-            _table(
-                **common,
-                analysis_id=f"{reach.id}_overlap_{by}",
-                title=f"People visiting both, by {by.replace('_', ' ')} pair, {years}",
-                statistic="S9",
-                measure="people_in_both",
-                dimensions=[(by, keys), (f"{by}_also", keys)],
-                cells=cells,
-                note=(
-                    "people with an e-mail address visiting both (weighted by institutions"
-                    " visited); the diagonal is each key's own reach; share_of_first: of the"
-                    " first key's audience. Noisy: see docs/reach.md for its accuracy"
-                ),
+            _overlap_table(
+                common,
+                by,
+                query.by.keys,
+                people,
+                type_overlaps(per_key, sector),
+                years,
+                "nobody sees two institution types at one institution: all of it is"
+                " cross-institution visiting under random mixing of the sector's cross-visits;"
+                " the diagonal is each type's own reach (its sketch)",
             )
         )
     return tables

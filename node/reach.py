@@ -23,7 +23,7 @@ from node.data import TicketTable
 from node.ingest.matchkey import MatchKeys
 from privacy.noise import IntVector
 from protocols.errors import ErrorCode, PublicError
-from protocols.reach import ReachQuery, bucket_digest
+from protocols.reach import ReachQuery, bucket_digest, copy_salt, pair_cells
 from protocols.vocabulary import COUNTED_STATUSES
 
 
@@ -91,9 +91,10 @@ def problems(query: ReachQuery, data: ReachData | None) -> list[str]:
     return []
 
 
-def _buckets(query: ReachQuery, keys: tuple[bytes, ...]) -> npt.NDArray[np.int64]:
+def _buckets(query: ReachQuery, keys: tuple[bytes, ...], copy: int) -> npt.NDArray[np.int64]:
+    salt = copy_salt(query.salt, copy)
     return np.asarray(
-        [bucket_digest(query.salt, k) % query.buckets for k in keys], dtype=np.int64
+        [bucket_digest(salt, k) % query.buckets for k in keys], dtype=np.int64
     ).reshape(-1)
 
 
@@ -145,18 +146,53 @@ def reach_contribution(query: ReachQuery, data: ReachData | None) -> IntVector:
     first, last = query.years
     years = [str(y) for y in range(first, last + 1)]
     rows = data.visits.filter(pl.col("year").is_in(years))
+    if query.layout == "pairs":
+        return _pairs(query, rows, data.institution_type)
     out = np.zeros(query.n_cells, dtype=np.int64)
     width = query.width
+    block = len(query.by.keys) * width  # one copy of the sketch
     keyed = rows.filter(pl.col("person") >= 0)
     if keyed.height:
         cells = _key_cells(query, keyed, "person", data.institution_type)
         person = cells["person"].to_numpy().astype(np.int64)
-        bucket = _buckets(query, data.keys)[person]
-        index = cells["k"].to_numpy().astype(np.int64) * width + bucket
-        out += np.bincount(index, minlength=query.n_cells).astype(np.int64)
+        key = cells["k"].to_numpy().astype(np.int64)
+        for copy in range(query.copies):
+            bucket = _buckets(query, data.keys, copy)[person]
+            index = copy * block + key * width + bucket
+            out += np.bincount(index, minlength=query.n_cells).astype(np.int64)
     keyless = rows.filter(pl.col("person") < 0)
     if keyless.height:
         cells = _key_cells(query, keyless, "unit", data.institution_type)
-        index = cells["k"].to_numpy().astype(np.int64) * width + query.buckets
-        out += np.bincount(index, minlength=query.n_cells).astype(np.int64)
+        key = cells["k"].to_numpy().astype(np.int64)
+        for copy in range(query.copies):
+            index = copy * block + key * width + query.buckets
+            out += np.bincount(index, minlength=query.n_cells).astype(np.int64)
+    return out
+
+
+def _pairs(query: ReachQuery, rows: pl.DataFrame, own_type: str) -> IntVector:
+    """The ``pairs`` layout: this institution's people per pair of their (at most max_cells)
+    keys, a person or keyless account once per pair, and the people themselves in the last cell.
+    """
+    n = len(query.by.keys)
+    cell_of = {pair: i for i, pair in enumerate(pair_cells(n))}
+    out = np.zeros(query.n_cells, dtype=np.int64)
+    # A unit is a match key (person >= 0) or, without one, the account.
+    units = rows.with_columns(
+        pl.when(pl.col("person") >= 0)
+        .then(pl.col("person"))
+        .otherwise(-1 - pl.col("unit"))
+        .alias("who")
+    )
+    cells = _key_cells(query, units, "who", own_type)
+    by_unit = cells.group_by("who").agg(pl.col("k").sort())
+    counts: dict[int, int] = {}
+    for ks in by_unit["k"].to_list():
+        for i, a in enumerate(ks):
+            for b in ks[i:]:
+                c = cell_of[(a, b)]
+                counts[c] = counts.get(c, 0) + 1
+    for c, value in counts.items():
+        out[c] = value
+    out[-1] = by_unit.height
     return out

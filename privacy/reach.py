@@ -5,36 +5,50 @@ share, so person i, seen at K_i institutions, adds K_i to one bucket of the sum 
 coordinator sees S = T + noise, where the noise is discrete Gaussian with a known variance v
 per bucket. Nothing here adds noise; it only reads the released sum.
 
-Why moments. No estimator can tell, bucket by bucket, whether a bucket's count is 0 or 1: that
-would reveal one person at one institution, which the noise is there to hide. What the noisy sum
-does pin down, over many buckets, are its low moments:
+Reach by inclusion-exclusion. For K >= 1, 1 = sum_{j>=1} (-1)^(j+1) C(K, j), so the number of
+distinct people is U = S1 - S2 + S3 - ..., with S_j = sum_i C(K_i, j) (factorial moments). The
+sum's first two moments pin S1 and S2 down:
 
-- F1 = sum_i K_i (people counted once per institution) = sum_b S_b, error variance m v;
-- F2 = sum_i K_i^2 from sum_b S_b^2 after removing the noise's m v and the hash collisions'
-  (F1^2 - F2) / m; error from the noise (2 m v^2 + 4 v sum T^2) and from which people the
-  hash happens to put together (about F2^2 / m). The two pull ``buckets`` in opposite ways:
-  m near F1 / (sqrt(2) v) balances them, and the error then grows only like sqrt(F1): a few
-  percent of a regional audience, under a percent of a national one.
+- F1 = sum_b S_b = S1, error variance m v;
+- F2 = sum_i K_i^2 = S1 + 2 S2, from sum_b S_b^2 after removing the noise's m v and the hash
+  collisions' (F1^2 - F2) / m. Its error: the noise times the bucket counts' spread
+  (4 v F2), the noise alone (2 m v^2) and which people the hash puts together (2 F2^2 / m:
+  twice the collision term sum_{i<j} K_i K_j [same bucket]). The collisions shrink with m and
+  the noise grows with it: m = F2 / v balances them, for a variance of about 8 v F2
+  (docs/reach.md has the derivation).
 
-Reach U = sum_i 1 is not a moment, so it needs a model of K (how many institutions a person
-visits): here K - 1 is geometric (P(K = k) = (1 - p) p^(k-1)), which has the long, thin tail the
-sector shows (most people at one institution, a few omnivores at many). Then
-E[K(K-1)] / E[K] = 2p / (1 - p), so p and U follow from F1 and F2 alone:
+S3 and beyond cannot be read: an unbiased S3 needs the third moment, whose noise term
+(~ 6 m v^3 plus 9 v sum_b T_b^4) is orders of magnitude larger than S3 at any m at these
+budgets. The tail (S3 - S4 + ...) is therefore taken from a one-parameter model fitted to S1
+and S2: K - 1 geometric, P(K = k) = (1 - p) p^(k-1), for which S2 / S1 = p / (1 - p) and
 
-    U = 2 F1^2 / (F1 + F2),   p = (F2 - F1) / (F2 + F1).
+    U = S1^2 / (S1 + S2),    p = S2 / (S1 + S2).
 
-The fitted distribution is S10. The model is the price of summing: its bias is measured
-against the synthetic sector's person-level truth in ``benchmarks/reach.py`` and stated in
-docs/reach.md; the intervals here cover the noise and the hashing, not the model.
+Its bias is measured against the synthetic sector's person-level truth (benchmarks/reach.py);
+the intervals here cover the noise and the hashing, not the model.
 
-Overlap between two populations a and b (two disciplines) sketched in the same round with the
-same hash: sum_b S_a S_b is unbiased for sum_i K_ia K_ib plus collisions (the two noises are
-independent), which counts people in both, weighted by how many institutions they saw each at.
+Customers without a match key (no e-mail address) are counted once per institution in a cell of
+their own (E). Each person-institution account is taken to hold an address independently with
+probability r = F1 / (F1 + E) (binomial thinning). Thinning scales factorial moments exactly:
+the keyed sketch's S_j is r^j times everyone's, so everyone's S1 = F1 + E and S2 = S2_keyed / r^2
+(not "the keyless visit like the keyed and are different people", which double counts people
+who have an address at one institution and none at another).
+
+Overlap (S9) between keys a and b: people who visit both at one institution are counted by each
+institution itself (the ``pairs`` layout, exact up to its noise), summed over institutions
+(W_ab). People who see a at one institution and b at another cannot be counted per pair at
+these budgets (an inner product of two noisy sketches has an error of several thousand people,
+more than most pairs' overlap), so they are modelled: cross-institution pairs of the same
+person (2 S2 ordered pairs, from the sector sketch) are taken to fall on keys in proportion to
+how often each key is visited (F1_a / S1, F1_b / S1): cross_ab = 2 S2 F1_a F1_b / S1^2
+("random mixing"). The same model removes from F1_a the people who see a at two institutions:
+people_a = F1_a - S2 (F1_a / S1)^2.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +67,7 @@ class Moments:
     f1_var: float
     f2: float
     f2_var: float
-    sum_squares: float  # unbiased estimate of sum_b T_b^2 (for cross-term variances)
+    sum_squares: float  # unbiased estimate of sum_b T_b^2
 
 
 def moments(counts: npt.ArrayLike, noise_var: float) -> Moments:
@@ -67,65 +81,77 @@ def moments(counts: npt.ArrayLike, noise_var: float) -> Moments:
     sum_squares = float(np.dot(s, s)) - m * v
     f1_squared = f1 * f1 - m * v
     f2 = (sum_squares - f1_squared / m) / (1.0 - 1.0 / m)
-    t2 = max(sum_squares, 0.0)
+    # The spread of the bucket counts around their mean (about F2): what the noise multiplies.
+    spread = max(sum_squares - f1_squared / m, 0.0)
     f2_pos = max(f2, 0.0)
-    f2_var = 2.0 * m * v * v + 4.0 * v * t2 + f2_pos * f2_pos / m
+    f2_var = 4.0 * v * spread + 2.0 * m * v * v + 2.0 * f2_pos * f2_pos / m
     return Moments(m, f1, m * v, f2, f2_var, sum_squares)
 
 
 @dataclass(frozen=True, slots=True)
 class ReachEstimate:
-    reach: float  # distinct people
+    reach: float  # distinct people (everyone, the keyless included)
     reach_sd: float
-    f1: float  # people counted once per institution
-    p: float  # geometric parameter of K - 1
-    p_sd: float
+    s1: float  # people counted once per institution (everyone)
+    s1_var: float
+    s2: float  # pairs of institutions the same person visited (everyone)
+    s2_var: float
+    coverage: float  # r: share of person-institution accounts with a match key
+
+    @property
+    def p(self) -> float:
+        """The geometric parameter of K - 1."""
+        total = self.s1 + self.s2
+        return self.s2 / total if total > 0 else 0.0
+
+    @property
+    def p_sd(self) -> float:
+        total = self.s1 + self.s2
+        if total <= 0:
+            return 0.5
+        d1 = -self.s2 / (total * total)
+        d2 = self.s1 / (total * total)
+        return math.sqrt(d1 * d1 * self.s1_var + d2 * d2 * self.s2_var)
 
     @property
     def mean_institutions(self) -> float:
-        return 1.0 / (1.0 - self.p) if self.p < 1 else math.inf
+        return self.s1 / self.reach if self.reach > 0 else 0.0
 
     def half_width(self) -> float:
         return Z95 * self.reach_sd
 
 
-def geometric_reach(mo: Moments) -> ReachEstimate:
-    """Distinct people from F1 and F2 under the geometric model of K - 1.
+def reach_from_sketches(
+    copies: Sequence[Moments], keyless: Sequence[float], noise_var: float
+) -> ReachEstimate:
+    """Distinct people from one key's sketch copies (independent hashes, the same people).
 
-    F2 is held to [F1, 3 F1] (K >= 1 gives F2 >= F1; p is held below 1/2), so a sketch drowned
-    in noise gives a bounded answer with a wide interval rather than nonsense.
+    Each copy gives S1 and S2; their mean is used. S2 is held to [0, S1] (p at most 1/2), so a
+    sketch drowned in noise gives a bounded answer with a wide interval rather than nonsense.
     """
-    f1 = max(mo.f1, 0.0)
+    if not copies or len(copies) != len(keyless):
+        raise ValueError("one keyless count per sketch copy")
+    k = len(copies)
+    f1 = sum(mo.f1 for mo in copies) / k
+    f2 = sum(mo.f2 for mo in copies) / k
+    e = max(sum(keyless) / k, 0.0)
+    f1_var = sum(mo.f1_var for mo in copies) / (k * k)
+    f2_var = sum(mo.f2_var for mo in copies) / (k * k)
     if f1 <= 0:
-        return ReachEstimate(0.0, math.sqrt(mo.f1_var), 0.0, 0.0, 0.5)
-    f2 = min(max(mo.f2, f1), 3.0 * f1)
-    total = f1 + f2
-    reach = 2.0 * f1 * f1 / total
-    # Delta method (F1's error is small beside F2's; their covariance is left out).
-    d1 = (4.0 * f1 * total - 2.0 * f1 * f1) / (total * total)
-    d2 = -2.0 * f1 * f1 / (total * total)
-    sd = math.sqrt(d1 * d1 * mo.f1_var + d2 * d2 * mo.f2_var)
-    p = (f2 - f1) / total
-    dp1 = -2.0 * f2 / (total * total)
-    dp2 = 2.0 * f1 / (total * total)
-    p_sd = math.sqrt(dp1 * dp1 * mo.f1_var + dp2 * dp2 * mo.f2_var)
-    return ReachEstimate(reach, sd, f1, p, p_sd)
-
-
-def with_keyless(est: ReachEstimate, keyless: float, keyless_var: float) -> ReachEstimate:
-    """Reach including customers without a match key (no e-mail address).
-
-    They are counted once per institution (the last cell of each key); assuming they visit as
-    many institutions as the people with a key, reach grows by the same factor as F1 does:
-    U * (F1 + E) / F1. The added uncertainty of E (noise) is carried into the interval.
-    """
-    if est.f1 <= 0:
-        return est
-    e = max(keyless, 0.0)
-    factor = (est.f1 + e) / est.f1
-    ratio = est.reach / est.f1
-    sd = math.sqrt((est.reach_sd * factor) ** 2 + ratio * ratio * keyless_var)
-    return ReachEstimate(est.reach * factor, sd, est.f1 + e, est.p, est.p_sd)
+        return ReachEstimate(0.0, math.sqrt(f1_var), 0.0, f1_var, 0.0, 0.0, 1.0)
+    s1 = f1 + e
+    s1_var = f1_var + noise_var / k
+    r = f1 / s1
+    s2_keyed = min(max((f2 - f1) / 2.0, 0.0), f1)
+    s2 = min(s2_keyed / (r * r), s1)
+    # F2's error dominates S2's; F1's (a fraction of a percent) is left out of it.
+    s2_var = (f2_var + f1_var) / (4.0 * r**4)
+    total = s1 + s2
+    reach = s1 * s1 / total
+    d1 = (s1 * s1 + 2.0 * s1 * s2) / (total * total)
+    d2 = -(s1 * s1) / (total * total)
+    sd = math.sqrt(d1 * d1 * s1_var + d2 * d2 * s2_var)
+    return ReachEstimate(reach, sd, s1, s1_var, s2, s2_var, r)
 
 
 def frequency(est: ReachEstimate, top: int) -> list[tuple[float, float]]:
@@ -146,24 +172,48 @@ def frequency(est: ReachEstimate, top: int) -> list[tuple[float, float]]:
 
 @dataclass(frozen=True, slots=True)
 class Overlap:
-    both: float  # sum_i K_ia K_ib: people in both, weighted by institutions seen
-    sd: float
+    both: float  # people visiting both keys
+    sd: float  # noise of the within part and the sector's S2; not the mixing model
 
 
-def overlap(a: npt.ArrayLike, b: npt.ArrayLike, var_a: float, var_b: float) -> Overlap:
-    """People in both of two populations sketched with the same hash, independent noise."""
-    sa = np.asarray(a, dtype=np.float64)
-    sb = np.asarray(b, dtype=np.float64)
-    if sa.shape != sb.shape or sa.size < 2:
-        raise ValueError("overlap needs two sketches of the same length (at least 2 buckets)")
-    m = sa.size
-    fa, fb = float(sa.sum()), float(sb.sum())
-    cross = float(np.dot(sa, sb))
-    both = (cross - fa * fb / m) / (1.0 - 1.0 / m)
-    ta = max(float(np.dot(sa, sa)) - m * var_a, 0.0)
-    tb = max(float(np.dot(sb, sb)) - m * var_b, 0.0)
-    var = m * var_a * var_b + var_a * tb + var_b * ta + (ta / m) * (tb / m) * m
-    return Overlap(both, math.sqrt(var))
+def mixing_people(f1_a: float, f1_a_var: float, sector: ReachEstimate) -> tuple[float, float]:
+    """People of one key (counted once per institution: f1_a) seen once, under random mixing."""
+    if sector.s1 <= 0:
+        return max(f1_a, 0.0), math.sqrt(max(f1_a_var, 0.0))
+    share = max(f1_a, 0.0) / sector.s1
+    people = max(f1_a, 0.0) - sector.s2 * share * share
+    d1 = 1.0 - 2.0 * sector.s2 * share / sector.s1
+    var = d1 * d1 * f1_a_var + share**4 * sector.s2_var
+    return people, math.sqrt(var)
+
+
+def mixing_overlap(
+    within: float,
+    within_var: float,
+    f1_a: float,
+    f1_b: float,
+    sector: ReachEstimate,
+) -> Overlap:
+    """People visiting both a and b: within one institution (counted) plus across institutions
+    (random mixing of the sector's cross-institution pairs over keys)."""
+    if sector.s1 <= 0:
+        return Overlap(within, math.sqrt(max(within_var, 0.0)))
+    fa, fb = max(f1_a, 0.0), max(f1_b, 0.0)
+    cross = 2.0 * sector.s2 * fa * fb / (sector.s1 * sector.s1)
+    var = within_var + (2.0 * fa * fb / sector.s1**2) ** 2 * sector.s2_var
+    return Overlap(within + cross, math.sqrt(var))
+
+
+def sector_buckets(units: float, noise_var: float, low: int, high: int) -> int:
+    """Buckets for the sector sketch: the power of two nearest F2 / v.
+
+    ``units``: a noisy count of people counted once per institution (everyone); F2 of the keyed
+    sketch is taken as about that many (keyed ~ 80% of units, F2 ~ 1.3 F1 when a tenth of the
+    people cross-visit); the variance is flat within a factor of two of the optimum.
+    """
+    target = max(units, 1.0) / max(noise_var, 1e-9)
+    m = 2 ** round(math.log2(max(target, 1.0)))
+    return int(min(max(m, low), high))
 
 
 def interval(value: float, sd: float) -> tuple[float, float]:

@@ -11,8 +11,16 @@ node's customers without a match key (no e-mail), for the documented coverage co
 
 Contribution bound: the privacy unit here is a person at one institution (one match key;
 accounts sharing an address are one unit, which also covers each account). A unit adds 1 to one
-bucket in each of at most ``max_cells`` keys: L1 sensitivity ``max_cells``, L2
-``sqrt(max_cells)``. A customer without a match key adds 1 to its keys' last cell instead.
+bucket in each of at most ``max_cells`` keys, in each of ``copies`` independent sketches (their
+own salts): L1 sensitivity ``max_cells * copies``, L2 ``sqrt(max_cells * copies)``. A customer
+without a match key adds 1 to its keys' last cell instead (in each copy).
+
+The ``pairs`` layout hashes nothing: each institution counts its own people (match keys and
+keyless accounts alike) per unordered pair of keys {a, b} (a may equal b) they visited at this
+institution, among their ``max_cells`` most visited keys, plus one last cell counting the
+people themselves. A unit with d keys adds 1 to d (d + 1) / 2 pair cells and to the last cell:
+L1 = L2^2 = max_cells (max_cells + 1) / 2 + 1. It gives the within-institution part of S9 and
+each key's people counted once per institution (the diagonal).
 
 Secure mode only: a node's own sketch is never seen, only the noisy sum over nodes.
 """
@@ -36,7 +44,21 @@ SECTOR_KEYS: Final[tuple[str, ...]] = ("all",)
 MIN_BUCKETS: Final[int] = 16
 MAX_BUCKETS: Final[int] = 65_536
 MAX_SALT_CHARS: Final[int] = 128
+MAX_COPIES: Final[int] = 8
+LAYOUTS: Final[tuple[str, ...]] = ("sketch", "pairs")
+# Keys whose within-institution co-visits can be counted (an institution has one type).
+PAIR_DIMENSIONS: Final[tuple[str, ...]] = ("discipline",)
 _STATISTIC: Final[re.Pattern[str]] = re.compile(r"^S\d{1,2}$")
+
+
+def copy_salt(salt: str, copy: int) -> str:
+    """The bucket hash's salt of one copy of the sketch (copy 0 is the query's own salt)."""
+    return salt if copy == 0 else f"{salt}/{copy}"
+
+
+def pair_cells(n_keys: int) -> list[tuple[int, int]]:
+    """The (a, b) key-index pairs of the ``pairs`` layout, a <= b, in cell order."""
+    return [(a, b) for a in range(n_keys) for b in range(a, n_keys)]
 
 
 def _bad(message: str) -> MalformedMessage:
@@ -64,6 +86,8 @@ class ReachQuery:
     salt: str  # public; makes each analysis's bucket hash its own
     mode: ReleaseMode = ReleaseMode.SECURE
     mechanism: str = "discrete_gaussian"
+    layout: str = "sketch"
+    copies: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -85,8 +109,18 @@ class ReachQuery:
                 problems.append("the sector dimension has the single key 'all'")
         else:
             problems += dimension_problems(self.by.name, self.by.keys)
-        if not MIN_BUCKETS <= self.buckets <= MAX_BUCKETS:
-            problems.append(f"buckets must be between {MIN_BUCKETS} and {MAX_BUCKETS}")
+        if self.layout not in LAYOUTS:
+            problems.append(f"layout must be one of {', '.join(LAYOUTS)}")
+        elif self.layout == "pairs":
+            if self.by.name not in PAIR_DIMENSIONS:
+                problems.append(f"the pairs layout counts {', '.join(PAIR_DIMENSIONS)} only")
+            if self.buckets != 0 or self.copies != 1:
+                problems.append("the pairs layout has no buckets (0) and one copy")
+        else:
+            if not MIN_BUCKETS <= self.buckets <= MAX_BUCKETS:
+                problems.append(f"buckets must be between {MIN_BUCKETS} and {MAX_BUCKETS}")
+            if not 1 <= self.copies <= MAX_COPIES:
+                problems.append(f"copies must be between 1 and {MAX_COPIES}")
         if not 1 <= self.max_cells <= max(1, len(self.by.keys)):
             problems.append("max_cells must be between 1 and the number of keys")
         if self.by.name != "discipline" and self.max_cells != 1:
@@ -103,34 +137,52 @@ class ReachQuery:
 
     @property
     def width(self) -> int:
-        """Cells per key: the buckets and the count of customers without a match key."""
+        """Cells per key and copy: the buckets and the count of customers without a match key."""
         return self.buckets + 1
 
     @property
     def n_cells(self) -> int:
-        return len(self.by.keys) * self.width
-
-    @property
-    def l2_sensitivity(self) -> float:
-        return math.sqrt(self.max_cells)
+        if self.layout == "pairs":
+            n = len(self.by.keys)
+            return n * (n + 1) // 2 + 1
+        return self.copies * len(self.by.keys) * self.width
 
     @property
     def l1_sensitivity(self) -> float:
-        return float(self.max_cells)
+        if self.layout == "pairs":
+            d = self.max_cells
+            return float(d * (d + 1) // 2 + 1)
+        return float(self.max_cells * self.copies)
+
+    @property
+    def l2_sensitivity(self) -> float:
+        # Every cell a unit touches gets exactly 1, so L2^2 = L1.
+        return math.sqrt(self.l1_sensitivity)
 
     def describe(self) -> str:
         what = "sector" if self.by.name == "sector" else self.by.name.replace("_", " ")
+        if self.layout == "pairs":
+            return (
+                f"{self.statistic}: people per {what} pair within each institution"
+                f" ({self.n_cells} cells, {self.mode.value} mode)"
+            )
+        copies = f"{self.copies} x " if self.copies > 1 else ""
         return (
-            f"{self.statistic}: reach sketch by {what} ({len(self.by.keys)} x {self.buckets}"
-            f" buckets, {self.mode.value} mode)"
+            f"{self.statistic}: reach sketch by {what} ({copies}{len(self.by.keys)} x"
+            f" {self.buckets} buckets, {self.mode.value} mode)"
         )
 
 
 __all__ = [
+    "LAYOUTS",
     "MAX_BUCKETS",
+    "MAX_COPIES",
     "MIN_BUCKETS",
+    "PAIR_DIMENSIONS",
     "REACH_DIMENSIONS",
     "SECTOR_KEYS",
     "ReachQuery",
     "bucket_digest",
+    "copy_salt",
+    "pair_cells",
 ]

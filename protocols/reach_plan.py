@@ -6,14 +6,20 @@
     years = [2024, 2024]
     epsilon = 1.0              # per node for all rounds together (or rho = "0.015")
     by = ["sector", "region", "discipline", "institution_type"]   # one secure round each
-    max_disciplines = 3        # disciplines one person may count in (most visited first)
-    # buckets = { sector = 1024, region = 256, discipline = 128, institution_type = 256 }
+    max_disciplines = 8        # disciplines per person and institution in the pair counts
+    # buckets = { sector = "auto", region = 256, institution_type = 256 }
+    # split = { sector = 3, region = 1, discipline = 1, institution_type = 1 }  # budget weights
+    # sector_copies = 2        # independent sketches in the sector round
 
-Each ``by`` is one secure round with a sketch of its own (``protocols/reach.py``); the budget is
-split evenly over them. What each round gives: sector -> S7 (sector reach) and S10 (people by
-institutions visited); region -> S7 by home region and S8 (per 1,000 households); discipline ->
-S7 by discipline and S9 (overlap between disciplines); institution_type -> S9 (overlap between
-institution types). Secure mode only. The bucket hash is salted per run and round at run time.
+Each ``by`` is one secure round (``protocols/reach.py``); the budget is split over them by the
+weights of ``split`` (exactly: rho * weight / sum of weights). What each round gives: sector ->
+S7 (sector reach) and S10 (people by institutions visited); region -> S7 by home region and S8
+(per 1,000 households); discipline -> a within-institution co-visit histogram (``pairs``
+layout, no sketch): S7 by discipline and S9 (overlap between disciplines); institution_type ->
+a sketch per type: S9 (overlap between institution types). S9 needs the sector round's
+cross-visiting (docs/reach.md). The discipline round runs first: its count of people sets the
+sector sketch's buckets when they are "auto". Secure mode only. The bucket hash is salted per
+run and round at run time.
 """
 
 from __future__ import annotations
@@ -28,15 +34,31 @@ from privacy.budget import InvalidBudget, Rho, rho_for_epsilon
 from protocols.dimensions import public_keys
 from protocols.errors import MalformedMessage
 from protocols.messages import Dimension, ReleaseMode
-from protocols.reach import MAX_BUCKETS, MIN_BUCKETS, REACH_DIMENSIONS, SECTOR_KEYS, ReachQuery
+from protocols.reach import (
+    MAX_BUCKETS,
+    MAX_COPIES,
+    MIN_BUCKETS,
+    REACH_DIMENSIONS,
+    SECTOR_KEYS,
+    ReachQuery,
+)
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 MAX_REACH: Final[int] = 4
+# 0: "auto" (sector only): chosen at run time from the discipline round's count of people.
+AUTO: Final[int] = 0
+# The sector sketch's buckets when "auto" has nothing to go by (no discipline round).
+FALLBACK_SECTOR_BUCKETS: Final[int] = 2048
 DEFAULT_BUCKETS: Final[dict[str, int]] = {
-    "sector": 1024,
+    "sector": AUTO,
     "region": 256,
-    "discipline": 128,
     "institution_type": 256,
+}
+DEFAULT_SPLIT: Final[dict[str, int]] = {
+    "sector": 3,
+    "region": 1,
+    "discipline": 1,
+    "institution_type": 1,
 }
 STATISTIC_OF: Final[dict[str, str]] = {
     "sector": "S7",
@@ -45,7 +67,18 @@ STATISTIC_OF: Final[dict[str, str]] = {
     "institution_type": "S9",
 }
 _FIELDS: Final[frozenset[str]] = frozenset(
-    {"id", "title", "years", "epsilon", "rho", "by", "max_disciplines", "buckets"}
+    {
+        "id",
+        "title",
+        "years",
+        "epsilon",
+        "rho",
+        "by",
+        "max_disciplines",
+        "buckets",
+        "split",
+        "sector_copies",
+    }
 )
 
 
@@ -59,28 +92,56 @@ class Reach:
     by: tuple[str, ...]
     max_disciplines: int
     buckets: tuple[tuple[str, int], ...]
+    split: tuple[tuple[str, int], ...] = ()  # budget weights of the rounds (default: even)
+    sector_copies: int = 1
 
     @property
     def total_rho(self) -> Rho:
-        return Rho(self.round_rho.value * len(self.by)) if self.by else Rho.zero()
+        total = Fraction(0)
+        for by in self.by:
+            total += self.round_rho(by).value
+        return Rho(total)
+
+    def round_rho(self, by: str) -> Rho:
+        """The round's exact share of the section's budget."""
+        weights = dict(self.split)
+        total = sum(weights.get(b, 1) for b in self.by)
+        return Rho(self.rho.value * weights.get(by, 1) / total)
 
     @property
-    def round_rho(self) -> Rho:
-        return Rho(self.rho.value / len(self.by))
+    def run_order(self) -> tuple[str, ...]:
+        """The discipline round first: its count of people sizes an "auto" sector sketch."""
+        return tuple(sorted(self.by, key=lambda b: b != "discipline"))
 
     def round_id(self, by: str) -> str:
         return f"{self.id}_{by}"
 
-    def query(self, by: str, salt: str = "plan") -> ReachQuery:
+    def query(self, by: str, salt: str = "plan", sector_buckets: int | None = None) -> ReachQuery:
         keys = SECTOR_KEYS if by == "sector" else public_keys(by, *self.years)
+        rho = self.round_rho(by)
+        if by == "discipline":
+            return ReachQuery(
+                statistic=STATISTIC_OF[by],
+                by=Dimension(by, keys),
+                buckets=0,
+                max_cells=self.max_disciplines,
+                years=self.years,
+                rho=rho,
+                salt=salt,
+                layout="pairs",
+            )
+        buckets = dict(self.buckets).get(by, AUTO)
+        if by == "sector" and buckets == AUTO:
+            buckets = sector_buckets or FALLBACK_SECTOR_BUCKETS
         return ReachQuery(
             statistic=STATISTIC_OF[by],
             by=Dimension(by, keys),
-            buckets=dict(self.buckets)[by],
-            max_cells=self.max_disciplines if by == "discipline" else 1,
+            buckets=buckets,
+            max_cells=1,
             years=self.years,
-            rho=self.round_rho,
+            rho=rho,
             salt=salt,
+            copies=self.sector_copies if by == "sector" else 1,
         )
 
 
@@ -134,18 +195,23 @@ def parse_reaches(
             if f"{rid}_{b}" in seen:
                 problems.append(f"{where}: id {rid}_{b} is used twice")
             seen.add(f"{rid}_{b}")
-        max_d = r.get("max_disciplines", 3)
+        max_d = r.get("max_disciplines", 8)
         if isinstance(max_d, bool) or not isinstance(max_d, int) or not 1 <= max_d <= 15:
             problems.append(f"{where}: max_disciplines must be a whole number from 1 to 15")
-            max_d = 3
+            max_d = 8
         buckets = dict(DEFAULT_BUCKETS)
         given = r.get("buckets", {})
         if not isinstance(given, dict):
             problems.append(f"{where}: buckets must be a table such as {{ sector = 1024 }}")
             given = {}
         for name, value in given.items():
-            if name not in REACH_DIMENSIONS:
-                problems.append(f"{where}: buckets.{name} is not one of {REACH_DIMENSIONS}")
+            if name not in REACH_DIMENSIONS or name == "discipline":
+                problems.append(
+                    f"{where}: buckets.{name} is not one of sector, region, institution_type"
+                    " (the discipline round counts pairs, without buckets)"
+                )
+            elif name == "sector" and value == "auto":
+                buckets[name] = AUTO
             elif (
                 isinstance(value, bool)
                 or not isinstance(value, int)
@@ -157,6 +223,31 @@ def parse_reaches(
                 )
             else:
                 buckets[name] = value
+        split = dict(DEFAULT_SPLIT)
+        given_split = r.get("split", {})
+        if not isinstance(given_split, dict):
+            problems.append(f"{where}: split must be a table such as {{ sector = 3 }}")
+            given_split = {}
+        for name, value in given_split.items():
+            if name not in REACH_DIMENSIONS:
+                problems.append(f"{where}: split.{name} is not one of {REACH_DIMENSIONS}")
+            elif isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+                problems.append(f"{where}: split.{name} must be a whole number from 1 to 100")
+            else:
+                split[name] = value
+        copies = r.get("sector_copies", 2)
+        if isinstance(copies, bool) or not isinstance(copies, int) or not 1 <= copies <= MAX_COPIES:
+            problems.append(f"{where}: sector_copies must be a whole number from 1 to {MAX_COPIES}")
+            copies = 2
+        if (
+            isinstance(by, list)
+            and "sector" not in by
+            and {"discipline", "institution_type"} & set(by)
+        ):
+            problems.append(
+                f"{where}: overlap (discipline, institution_type) needs the sector round too"
+                " (its cross-visiting)"
+            )
         years = r.get("years", [2024, 2024])
         if (
             not isinstance(years, list)
@@ -193,13 +284,15 @@ def parse_reaches(
             by=tuple(by),
             max_disciplines=max_d,
             buckets=tuple(sorted(buckets.items())),
+            split=tuple(sorted(split.items())),
+            sector_copies=copies,
         )
         for b in reach.by:
             try:
                 reach.query(b)
             except MalformedMessage as err:
                 problems.append(f"{where}: round {b}: {err}")
-        if reach.round_rho.value < Fraction(1, 10**9):
+        if min(reach.round_rho(b).value for b in reach.by) < Fraction(1, 10**9):
             problems.append(f"{where}: the budget is too small to split over {len(by)} rounds")
             continue
         out.append(reach)

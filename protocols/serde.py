@@ -305,6 +305,8 @@ def _reach_to_pb(q: ReachQuery) -> pb.ReachQuery:
         mode=_MODE_TO_PB[q.mode],
         mechanism=q.mechanism,
         salt=q.salt,
+        layout="" if q.layout == "sketch" else q.layout,
+        copies=q.copies if q.copies > 1 else 0,  # one copy: the bytes (and digest) of before
     )
 
 
@@ -325,6 +327,8 @@ def _reach_from_pb(m: pb.ReachQuery) -> ReachQuery:
         salt=m.salt,
         mode=_MODE_FROM_PB[m.mode],
         mechanism=m.mechanism,
+        layout=m.layout or "sketch",
+        copies=m.copies or 1,
     )
 
 

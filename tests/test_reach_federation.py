@@ -52,7 +52,7 @@ id = "reach"
 years = [2024, 2024]
 rho = "0.05"
 by = ["sector", "discipline"]
-buckets = { sector = 256, discipline = 64 }
+buckets = { sector = 256 }
 """
 
 

@@ -1271,6 +1271,8 @@ class ReachQuery(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     MECHANISM_FIELD_NUMBER: _builtins.int
     SALT_FIELD_NUMBER: _builtins.int
+    LAYOUT_FIELD_NUMBER: _builtins.int
+    COPIES_FIELD_NUMBER: _builtins.int
     statistic: _builtins.str
     """"S7" or "S9" """
     buckets: _builtins.int
@@ -1285,6 +1287,12 @@ class ReachQuery(_message.Message):
     mechanism: _builtins.str
     salt: _builtins.str
     """public, makes the bucket hash this analysis's own"""
+    layout: _builtins.str
+    """"sketch" (or empty): bucket counts per key; "pairs": each institution's own people per pair
+    of keys (a co-visit histogram, no hashing).
+    """
+    copies: _builtins.int
+    """independent sketches (salts) in one vector; 0 means 1"""
     @_builtins.property
     def by(self) -> Global___Dimension:
         """sector (key "all"), region, discipline or institution_type"""
@@ -1302,10 +1310,12 @@ class ReachQuery(_message.Message):
         mode: Global___ReleaseMode.ValueType = ...,
         mechanism: _builtins.str = ...,
         salt: _builtins.str = ...,
+        layout: _builtins.str = ...,
+        copies: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["by", b"by"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "by", b"by", "first_year", b"first_year", "last_year", b"last_year", "max_cells", b"max_cells", "mechanism", b"mechanism", "mode", b"mode", "rho", b"rho", "salt", b"salt", "statistic", b"statistic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "by", b"by", "copies", b"copies", "first_year", b"first_year", "last_year", b"last_year", "layout", b"layout", "max_cells", b"max_cells", "mechanism", b"mechanism", "mode", b"mode", "rho", b"rho", "salt", b"salt", "statistic", b"statistic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
