@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -55,6 +56,9 @@ max_rho_per_task = "0.5"
 
 [policy]
 allowed_modes = ["secure"]
+
+[matching]
+key_file = "{match_key}"
 """
 
 
@@ -258,6 +262,13 @@ def run_demo(
     try:
         port = _wait_for_file(port_file, coordinator, 60)
         step(f"starting {len(ids)} node processes (logs in {out / 'logs'}/)")
+        # The match-key secret all nodes share and the coordinator never reads (sector reach,
+        # docs/reach.md): a new one per demo run, as a sector's data-protection officer would
+        # hand out, owner-only as the node requires.
+        match_key = out / "nodes" / "match.key"
+        match_key.parent.mkdir(parents=True, exist_ok=True)
+        match_key.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
+        match_key.chmod(0o600)
         for inst in sector.institutions:
             folder = out / "nodes" / inst.institution_id
             folder.mkdir(parents=True)
@@ -275,6 +286,7 @@ def run_demo(
                     cert=pair.cert.resolve(),
                     key=pair.key.resolve(),
                     cap=BUDGET_CAP,
+                    match_key=match_key.resolve(),
                 ),
                 encoding="utf-8",
             )
