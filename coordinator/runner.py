@@ -48,6 +48,7 @@ from protocols.version import (
     CAP_MODE_SECURE,
     CAP_REACH,
     CAP_SECAGG,
+    match_key_fingerprint,
 )
 
 log = logging.getLogger("publiek.coordinator")
@@ -246,6 +247,9 @@ async def _reach(
             progress(f"{n.institution_id} takes no part in {reach.id}: lacks {CAP_REACH}")
     progress(f"reach {reach.id} ({reach.title}): rho {reach.total_rho} per node")
     try:
+        mixed = mixed_match_keys([n for n in participants if n.institution_id in able])
+        if mixed:
+            raise ReachFailed(mixed, ())
         if len(able) < plan.min_nodes:
             raise ReachFailed(
                 f"only {len(able)} node(s) hold match keys; the plan needs {plan.min_nodes}", ()
@@ -355,3 +359,23 @@ async def _secure(
             f"{analysis.id}: dropped: " + "; ".join(f"{k} ({v})" for k, v in result.dropped.items())
         )
     return aggregate_secure(analysis, result)
+
+
+def mixed_match_keys(nodes: list[NodeInfo]) -> str:
+    """Why these nodes cannot share a reach sketch ("" if they can): different match-key
+    secrets (by their announced fingerprints) put one person in different buckets, silently."""
+    by_key: dict[str, list[str]] = {}
+    for n in nodes:
+        fingerprint = match_key_fingerprint(n.capabilities)
+        if fingerprint is not None:
+            by_key.setdefault(fingerprint, []).append(n.institution_id)
+    if len(by_key) < 2:
+        return ""
+    groups = "; ".join(
+        f"fingerprint {fp}: {', '.join(sorted(ids))}" for fp, ids in sorted(by_key.items())
+    )
+    return (
+        f"the nodes hold different match-key secrets ({groups}); their sketches would not"
+        " match the same person, so no reach round was started and nobody was charged."
+        " Give every node the sector's key file (publiek-node check prints its fingerprint)"
+    )

@@ -175,6 +175,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
             f"\nquarantined rows as read (personal data: keep this file on your premises):"
             f" {args.quarantine}"
         )
+    if setup.settings.match_key is not None:
+        # Every node of the sector must show the same one (docs/reach.md).
+        text += f"\nmatch-key fingerprint: {setup.settings.match_key.fingerprint}"
     print(text, file=sys.stdout if report.passed else sys.stderr)
     return 0 if report.passed else 1
 

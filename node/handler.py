@@ -45,6 +45,7 @@ from protocols.secagg import SecAggRequest, SecAggResponse, SecAggSetup, SecureQ
 from protocols.serde import decode_node_message, encode_node_message, query_digest
 from protocols.version import (
     CAP_KMEANS,
+    CAP_MATCH_KEY,
     CAP_MODE_SECURE,
     CAP_REACH,
     CAP_SECAGG,
@@ -126,7 +127,11 @@ class TaskHandler:
         if self.secagg is None:
             return NODE_CAPABILITIES
         kmeans = (CAP_KMEANS,) if self.segments is not None else ()
-        reach = (CAP_REACH,) if self.reach is not None and self.reach.people else ()
+        reach: tuple[str, ...] = ()
+        if self.reach is not None and self.reach.people:
+            reach = (CAP_REACH,)
+            if self.reach.key_fingerprint:
+                reach += (f"{CAP_MATCH_KEY}{self.reach.key_fingerprint}",)
         return (*NODE_CAPABILITIES, CAP_SECAGG, CAP_MODE_SECURE, *kmeans, *reach)
 
     def handle(self, task: Task, requester: str) -> TaskResult:

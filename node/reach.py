@@ -40,10 +40,15 @@ class ReachData:
     keys: tuple[bytes, ...]
     institution_type: str
     institution_region: str = "UNKNOWN"
+    key_fingerprint: str = ""  # the match-key secret's public fingerprint (announced in Hello)
 
     @classmethod
     def build(
-        cls, table: TicketTable, match_keys: MatchKeys | None, institution_type: str
+        cls,
+        table: TicketTable,
+        match_keys: MatchKeys | None,
+        institution_type: str,
+        key_fingerprint: str = "",
     ) -> ReachData:
         keys_frame = (
             match_keys.frame
@@ -74,6 +79,7 @@ class ReachData:
             keys=tuple(bytes(k) for k in distinct.to_list()),
             institution_type=institution_type,
             institution_region=table.institution_region,
+            key_fingerprint=key_fingerprint,
         )
 
     @property

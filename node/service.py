@@ -69,6 +69,8 @@ def open_node(config: NodeConfig, config_path: Path) -> NodeService:
         log.warning("without a certificate this node cannot take part in secure aggregation")
     ledger = Ledger(config.ledger_path, config.cap)
     log.info("budget: rho %s left of %s", ledger.remaining(), config.cap)
+    if setup.settings.match_key is not None:
+        log.info("match-key fingerprint %s", setup.settings.match_key.fingerprint)
     handler = TaskHandler(
         NodeIdentity(config.institution_id, config.institution_type),
         table,
@@ -82,7 +84,12 @@ def open_node(config: NodeConfig, config_path: Path) -> NodeService:
         ),
         # Its people as match keys, for sector reach (node/reach.py); none without a key file.
         reach=(
-            ReachData.build(table, loaded.match_keys, config.institution_type)
+            ReachData.build(
+                table,
+                loaded.match_keys,
+                config.institution_type,
+                setup.settings.match_key.fingerprint if setup.settings.match_key else "",
+            )
             if loaded.match_keys is not None
             else None
         ),

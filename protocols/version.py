@@ -20,6 +20,10 @@ CAP_SECAGG: Final[str] = "secagg/1"
 CAP_KMEANS: Final[str] = "kmeans/1"
 # The node holds match keys (a [matching] key file) and answers reach sketches (secure only).
 CAP_REACH: Final[str] = "reach/1"
+# Followed by the public fingerprint of the node's match-key secret (node/ingest/matchkey.py):
+# nodes with different secrets would put one person in different buckets, silently; the
+# coordinator refuses to mix them.
+CAP_MATCH_KEY: Final[str] = "match-key/"
 # Every node can answer open-mode histograms; secure mode needs an identity (see TaskHandler).
 NODE_CAPABILITIES: Final[tuple[str, ...]] = (CAP_HISTOGRAM, CAP_MODE_OPEN)
 
@@ -29,3 +33,11 @@ def software_version() -> str:
         return metadata.version("publiek")
     except metadata.PackageNotFoundError:  # running from a source tree that was not installed
         return "0+unknown"
+
+
+def match_key_fingerprint(capabilities: tuple[str, ...]) -> str | None:
+    """The match-key fingerprint a node announced (None: it announced none)."""
+    for c in capabilities:
+        if c.startswith(CAP_MATCH_KEY):
+            return c[len(CAP_MATCH_KEY) :][:32]
+    return None

@@ -310,3 +310,32 @@ def test_init_writes_a_starter_that_check_then_guides_to_passing(
     assert third.returncode == 0, third.stderr
     assert "PASSED: 40 ticket rows can be used" in third.stdout
     assert "Jansen" not in third.stdout
+
+
+def test_check_prints_the_match_key_fingerprint_that_every_node_must_share(
+    tmp_path: Path,
+) -> None:
+    from node.ingest.matchkey import MatchKeySecret
+
+    data = write_tickets(tmp_path / "t.csv", good_rows())
+    fingerprints = []
+    for name, key in (("a", "ab" * 32), ("b", "cd" * 32)):
+        (tmp_path / f"{name}.key").write_text(key)
+        (tmp_path / f"{name}.key").chmod(0o600)
+        config = tmp_path / f"{name}.toml"
+        config.write_text(
+            f'institution_id = "x"\ninstitution_type = "theatre"\n[data]\ntickets = "{data}"\n'
+            '[coordinator]\naddress = "127.0.0.1:1"\n[tls]\ninsecure = true\n'
+            f'[ledger]\npath = "{tmp_path / "ledger.sqlite"}"\n'
+            f'[matching]\nkey_file = "{name}.key"\n'
+        )
+        result = check("--config", config)
+        assert result.returncode == 0, result.stderr
+        [line] = [x for x in result.stdout.splitlines() if "match-key fingerprint" in x]
+        fingerprints.append(line.split(": ")[1])
+        secret = MatchKeySecret.load(tmp_path / f"{name}.key")
+        assert fingerprints[-1] == secret.fingerprint
+        assert key[:16] not in result.stdout  # the key itself is never printed
+    assert fingerprints[0] != fingerprints[1]
+    # Without a key file there is nothing to compare, and nothing is printed.
+    assert "fingerprint" not in check(data).stdout

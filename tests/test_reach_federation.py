@@ -20,12 +20,12 @@ import polars as pl
 import pytest
 
 from coordinator.reach_estimate import key_estimates
-from coordinator.runner import RunSettings, run_plan
+from coordinator.runner import RunAborted, RunSettings, run_plan
 from deploy.devcerts import make_dev_pki
 from node.agent import AgentSettings, NodeAgent
 from node.data import load
 from node.handler import NodeIdentity, TaskHandler
-from node.ingest.matchkey import MatchKeySecret
+from node.ingest.matchkey import FINGERPRINT_LABEL, MatchKeySecret
 from node.ingest.pipeline import IngestSettings
 from node.ingest.sources import file_source
 from node.ledger import BudgetCap, Ledger, Period
@@ -37,6 +37,7 @@ from protocols.identity import PeerVerifier, Signer
 from protocols.messages import ReleaseMode
 from protocols.plan import parse_plan
 from protocols.reach_plan import round_salt
+from protocols.version import CAP_MATCH_KEY
 from synthetic import Sector, SectorConfig, generate_sector
 from tests.federation import coordinator
 from tests.wire import recording_proxy
@@ -157,3 +158,88 @@ def test_reach_over_grpc_reveals_no_match_key_and_no_sketch(
         for value in frame["email"].drop_nulls().unique().to_list()[:300]:
             assert value.encode() not in raw
             assert value.strip().lower().encode() not in raw
+
+
+def _handlers(
+    sec: Sector, sector_dir: Path, tmp_path: Path, secrets_of: dict[str, MatchKeySecret]
+) -> tuple[dict[str, TaskHandler], Path]:
+    ids = [i.institution_id for i in sec.institutions]
+    pki = make_dev_pki(tmp_path / "pki", ids)
+    handlers = {}
+    for inst in sec.institutions:
+        nid = inst.institution_id
+        secret = secrets_of[nid]
+        loaded = load(
+            file_source(sector_dir / nid / "ticket_line.csv"), IngestSettings(match_key=secret)
+        )
+        handlers[nid] = TaskHandler(
+            NodeIdentity(nid, inst.type),
+            loaded.table,
+            Ledger(tmp_path / f"{nid}.sqlite", BudgetCap(Rho.parse("1"), Period.YEAR)),
+            Policy(allowed_modes=frozenset({ReleaseMode.SECURE})),
+            signer=Signer.from_files(nid, pki.nodes[nid].cert, pki.nodes[nid].key),
+            verifier=PeerVerifier.from_file(pki.ca),
+            reach=ReachData.build(loaded.table, loaded.match_keys, inst.type, secret.fingerprint),
+        )
+    return handlers, pki.ca
+
+
+def test_the_fingerprint_names_the_secret_and_reveals_no_match_key(tmp_path: Path) -> None:
+    a = MatchKeySecret(key=bytes(range(32)), source=tmp_path / "a")
+    again = MatchKeySecret(key=bytes(range(32)), source=tmp_path / "elsewhere")
+    b = MatchKeySecret(key=bytes(range(1, 33)), source=tmp_path / "b")
+    assert a.fingerprint == again.fingerprint
+    assert a.fingerprint != b.fingerprint
+    assert len(a.fingerprint) == 16
+    assert int(a.fingerprint, 16) >= 0
+    # It is the keyed hash at a label no e-mail address can be (a match key of that label
+    # would be the full HMAC; the fingerprint is a 64-bit prefix of it and nothing else).
+    assert b"@" not in FINGERPRINT_LABEL
+    assert a.key.hex()[:16] != a.fingerprint
+
+
+def test_nodes_with_different_match_keys_are_refused_by_name_and_not_charged(
+    sector: tuple[Sector, Path], tmp_path: Path
+) -> None:
+    sec, sector_dir = sector
+    ids = [i.institution_id for i in sec.institutions]
+    shared = MatchKeySecret(key=secrets.token_bytes(32), source=tmp_path / "match.key")
+    stray = MatchKeySecret(key=secrets.token_bytes(32), source=tmp_path / "other.key")
+    odd = ids[-1]
+    handlers, pki_ca = _handlers(
+        sec, sector_dir, tmp_path, {n: stray if n == odd else shared for n in ids}
+    )
+    assert f"{CAP_MATCH_KEY}{stray.fingerprint}" in handlers[odd].capabilities
+    plan = parse_plan(PLAN)
+
+    async def scenario() -> dict[str, Any]:
+        async with coordinator(None) as (server, port):
+            agents = [
+                NodeAgent(AgentSettings(f"127.0.0.1:{port}", None), h) for h in handlers.values()
+            ]
+            running = [asyncio.create_task(a.run()) for a in agents]
+            try:
+                return await asyncio.wait_for(
+                    run_plan(
+                        plan,
+                        server.registry,
+                        RunSettings("c", len(ids), 30, verifier=PeerVerifier.from_file(pki_ca)),
+                        lambda _: None,
+                    ),
+                    120,
+                )
+            finally:
+                for a in agents:
+                    a.stop()
+                await asyncio.gather(*running)
+
+    # The plan has nothing else, so the run ends with nothing released, saying why.
+    with pytest.raises(RunAborted) as caught:
+        asyncio.run(scenario())
+    reason = str(caught.value)
+    assert "different match-key secrets" in reason
+    assert f"fingerprint {stray.fingerprint}: {odd}" in reason
+    assert f"fingerprint {shared.fingerprint}: {', '.join(sorted(ids[:-1]))}" in reason
+    assert "charged for that round, as their ledgers show: nobody" in reason
+    for h in handlers.values():
+        assert h.ledger.entries() == []

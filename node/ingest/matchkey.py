@@ -26,6 +26,9 @@ import polars as pl
 MIN_KEY_BYTES: Final[int] = 32
 
 
+FINGERPRINT_LABEL: Final[bytes] = b"publiek match-key fingerprint v1"
+
+
 class MatchKeyError(ValueError):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.problems = problems
@@ -68,6 +71,18 @@ class MatchKeySecret:
                 f" (chmod 600 {path})",
             )
         return cls(key=key, source=path, warnings=warnings)
+
+    @property
+    def fingerprint(self) -> str:
+        """A public name for this secret: HMAC(key, a fixed label), 64 bits in hex.
+
+        Nodes of one sector must show the same one (``publiek-node check``, and in the Hello
+        the coordinator checks before a reach round). Without the key it cannot be computed,
+        and it gives nothing to test a guessed address with: it is the PRF at one public point
+        that no match key uses (match keys are HMAC(key, address)).
+        """
+        mac = hmac.new(self.key, FINGERPRINT_LABEL, "sha256").hexdigest()
+        return mac[:16]
 
 
 class MatchKeys:
