@@ -160,6 +160,7 @@ def _summary(out: Path, release: dict[str, Any], sector: Sector, elapsed: float)
         f" {bound['max_cells']} cells and {bound['max_per_cell']} tickets a cell per customer)"
         " trim the heaviest buyers, so estimates can sit a little under the truth."
     )
+    _reach_summary(tables, sector)
     print(f"\nDone in {elapsed:.0f} s. Where to look:")
     print(f"  {out / 'release.json'}   the release, with its full provenance")
     for t in release["tables"]:
@@ -169,6 +170,25 @@ def _summary(out: Path, release: dict[str, Any], sector: Sector, elapsed: float)
     print(f"  publiek-coordinator releases --store {out / 'releases.sqlite'}   the release store")
     print(f"  publiek-coordinator status --state {out / 'state.sqlite'}   runs and nodes")
     print(f"  {out / 'logs'}/   coordinator and node logs")
+
+
+def _reach_summary(tables: dict[str, dict[str, Any]], sector: Sector) -> None:
+    """Sector reach (S7) and S10 next to the synthetic truth, if the plan had [[reach]]."""
+    people = [t for t in tables.values() if t["statistic"] == "S7" and "reach" in t]
+    sector_tables = [t for t in people if t["dimensions"][0]["name"] == "sector"]
+    if not sector_tables:
+        return
+    [cell] = sector_tables[0]["cells"]
+    section = sector_tables[0]["reach"]["section"]
+    first_year = int(sector_tables[0]["title"].rsplit(", ", 1)[1][:4])
+    print(f"\n  Sector reach ({section}; distinct people, 95% interval; synthetic truth):")
+    print(
+        f"    {'people reached':<28} {cell['estimate']:>10,}"
+        f"  [{cell['ci95_low']:,} – {cell['ci95_high']:,}]  truth"
+        f" {sector.truth.reach(first_year):>10,}"
+    )
+    shown = [t["analysis_id"] for t in tables.values() if "reach" in t]
+    print(f"    also released: {', '.join(shown)} (S7-S10, docs/reach.md)")
 
 
 def _shown(path: Path) -> str:
