@@ -19,6 +19,7 @@ from node.data import TicketTable
 from node.ledger import Ledger
 from node.policy import Policy
 from node.queries import bounded_counts, effective_bound, mechanism_for, unsupported
+from node.reach_preview import ReachPreview, preview_reach, render_reach
 from node.segment_preview import SegmentationPreview, preview_segmentation, render_segmentation
 from privacy.budget import Rho
 from privacy.noise import IntVector
@@ -66,11 +67,14 @@ class PlanPreview:
     analyses: tuple[AnalysisPreview, ...]
     charged: Rho  # what the accepted analyses would cost this node
     segmentations: tuple[SegmentationPreview, ...] = ()
+    reaches: tuple[ReachPreview, ...] = ()
 
     @property
     def accepted(self) -> bool:
-        return all(a.accepted for a in self.analyses) and all(
-            s.accepted for s in self.segmentations
+        return (
+            all(a.accepted for a in self.analyses)
+            and all(s.accepted for s in self.segmentations)
+            and all(r.accepted for r in self.reaches)
         )
 
 
@@ -147,6 +151,21 @@ def preview_plan(
         if sp.accepted:
             charged = charged + seg.total_rho
         segmentations.append(sp)
+    reaches = []
+    for reach in plan.reaches:
+        rp = preview_reach(
+            reach,
+            policy,
+            plan.min_nodes,
+            participants,
+            plan.delta,
+            charged,
+            budget.remaining,
+            has_match_keys=config.match_key_file is not None,
+        )
+        if rp.accepted:
+            charged = charged + reach.total_rho
+        reaches.append(rp)
     return PlanPreview(
         plan,
         config.institution_id,
@@ -155,6 +174,7 @@ def preview_plan(
         tuple(previews),
         charged,
         tuple(segmentations),
+        tuple(reaches),
     )
 
 
@@ -229,8 +249,12 @@ def render(preview: PlanPreview, plan_path: Path | None = None) -> str:
     for i, s in enumerate(preview.segmentations, start=len(preview.analyses) + 1):
         lines += ["", *render_segmentation(i, s, plan.min_nodes)]
     refused = [a.analysis.id for a in preview.analyses if not a.accepted]
+    start = len(preview.analyses) + len(preview.segmentations) + 1
+    for i, r in enumerate(preview.reaches, start=start):
+        lines += ["", *render_reach(i, r, plan.min_nodes)]
     refused += [s.segmentation.id for s in preview.segmentations if not s.accepted]
-    count = len(preview.analyses) + len(preview.segmentations)
+    refused += [r.reach.id for r in preview.reaches if not r.accepted]
+    count = len(preview.analyses) + len(preview.segmentations) + len(preview.reaches)
     lines.append("")
     if refused:
         lines.append(

@@ -282,3 +282,62 @@ def test_bad_participants_and_config_are_refused_plainly(
     code = main(["preview", str(node / "plan.toml"), "--config", str(node / "node.toml")])
     assert code == 2
     assert "allowed_modes must be a list" in capsys.readouterr().err
+
+
+REACH_PLAN = """\
+[plan]
+id = "reach-preview"
+title = "Reach"
+mode = "secure"
+min_nodes = 3
+delta = 1e-6
+
+[[reach]]
+id = "reach_2024"
+title = "Sector reach"
+years = [2024, 2024]
+rho = "0.06"
+by = ["sector", "discipline"]
+buckets = { sector = 1024 }
+"""
+
+
+def test_a_reach_section_shows_its_rounds_what_they_send_and_the_cost(
+    node: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from protocols.plan import parse_plan
+    from protocols.secagg import SecAggSetup, noise_share
+
+    plan = node / "reach.toml"
+    plan.write_text(REACH_PLAN)
+    argv = ["preview", str(plan), "--config", str(node / "node.toml")]
+    # Without the sector's match-key file this node would sit the section out: it says so.
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "[1] reach_2024: Sector reach (S7-S10" in out
+    assert "no [matching] key_file" in out and "REFUSED" in out
+    (node / "match.key").write_text("ab" * 32)
+    (node / "match.key").chmod(0o600)
+    with (node / "node.toml").open("a") as fh:
+        fh.write('[matching]\nkey_file = "match.key"\n')
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    # The budget split (sector 3 : discipline 1), each round's cost and its bound.
+    assert "rounds     2 secure rounds" in out and "(discipline, sector)" in out
+    assert "rho 0.015;" in out and "rho 0.045;" in out
+    assert "cost       rho 0.06 (epsilon" in out
+    assert "1,024 buckets of a hash of their match key in 2 independent copies" in out
+    assert "at most 8 each" in out and "at most 37 cell(s)" in out
+    assert "gives S7 people reached in the sector, S10" in out
+    assert "gives S7 people by discipline, S9" in out
+    assert "policy     accepted" in out and "accept all 1 analyses" in out
+    # The noise is the round's own: a sum of n_min shares at the scale the round computes.
+    [reach] = parse_plan(REACH_PLAN).reaches
+    q = reach.query("sector", "x")
+    ids = ("node-000", "node-001", "node-002")
+    sd = noise_share(SecAggSetup(q, ids, n_min=3, degree=2, threshold=1)).total_scale(3)
+    assert f"a sum of 3 carries noise of sd {sd:.3g} per cell" in out
+    # Previewing spends nothing.
+    ledger = Ledger(node / "ledger.sqlite", BudgetCap(Rho.parse("1.0"), Period.YEAR))
+    assert ledger.spent() == Rho.parse("0.3")
+    ledger.close()
