@@ -86,6 +86,10 @@ class ServerTls:
         )
 
 
+def _grpc_error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"[:200]
+
+
 def _peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     auth = context.auth_context()
     names = auth.get("x509_common_name") or []
@@ -156,7 +160,32 @@ class FederationService:
         await context.abort(status, f"{code.value}: {message}")
 
     async def connect(self, request_iterator: Any, context: Any) -> None:
+        """One node's session. Nothing but grpc's own abort escapes: an exception that leaves
+        a servicer is printed by grpc aio with ``traceback.print_exc()`` straight to stderr
+        (when its own cancellation watcher has not yet seen the peer go, which under load it
+        often has not), outside every log format; here each one becomes a log record."""
         peer = context.peer()
+        try:
+            await self._session(context, peer)
+        except grpc.aio.AbortError:
+            raise  # context.abort() ends the RPC by raising this; grpc expects it back
+        except grpc.aio.InternalError as err:
+            # A read, write or status grpc could not carry out: the node's end has gone (killed,
+            # cancelled, connection reset) while we were using the stream. Nothing to answer.
+            log.info(
+                "stream from %s ended under us: %s",
+                peer,
+                _grpc_error_text(err),
+                extra={"event": "stream_lost", "peer": peer},
+            )
+        except Exception:  # our bug: say it in the log, end the RPC with a fixed message
+            log.exception(
+                "internal error serving %s", peer, extra={"event": "internal_error", "peer": peer}
+            )
+            with contextlib.suppress(grpc.aio.InternalError):
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error in the coordinator")
+
+    async def _session(self, context: Any, peer: str) -> None:
         try:
             first = await asyncio.wait_for(context.read(), HELLO_TIMEOUT_S)
         except TimeoutError:
@@ -245,11 +274,15 @@ class FederationService:
         reason = "the node closed the session"
         writer = asyncio.create_task(self._drain(context, session))
         try:
-            reason = await self._read_loop(context, session)
+            reason = await self._read_loop(context, session, writer)
         finally:
             writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await writer
+            except asyncio.CancelledError:
+                pass
+            except grpc.aio.InternalError as err:  # the write failed: the node's end has gone
+                reason = f"could not write to the node: {_grpc_error_text(err)}"
             await self.registry.unregister(session, reason)
             log.info(
                 "node %s disconnected: %s",
@@ -307,19 +340,28 @@ class FederationService:
         while True:
             await self._write(context, who, await session.outbox.get())
 
-    async def _read_loop(self, context: Any, session: Session) -> str:
+    async def _read_loop(self, context: Any, session: Session, writer: asyncio.Task[None]) -> str:
         who = session.info.institution_id
         closed = asyncio.create_task(session.closed.wait())
         try:
             while True:
                 read = asyncio.create_task(context.read())
-                done, _ = await asyncio.wait({read, closed}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {read, closed, writer}, return_when=asyncio.FIRST_COMPLETED
+                )
                 if read not in done:
                     read.cancel()
+                    if writer in done:  # its error is read (and said) by the caller
+                        return "the stream broke while writing to the node"
                     return session.close_reason or "replaced by a newer session"
                 try:
                     raw = read.result()
-                except (grpc.aio.AioRpcError, asyncio.CancelledError, ConnectionError) as err:
+                except (
+                    grpc.aio.AioRpcError,
+                    grpc.aio.InternalError,
+                    asyncio.CancelledError,
+                    ConnectionError,
+                ) as err:
                     return f"stream error: {err!r}"[:200]
                 if raw is grpc.aio.EOF:
                     return "the node closed the session"

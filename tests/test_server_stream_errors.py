@@ -1,0 +1,100 @@
+"""A node's stream that breaks under the coordinator ends that session with a log record.
+
+gRPC aio prints an exception that escapes a servicer with ``traceback.print_exc()`` straight to
+stderr, outside every log format, whenever its own watcher has not yet seen the peer go (under
+CPU load, often). The coordinator's Connect servicer therefore lets nothing escape but grpc's
+own abort. Here a write that gRPC refuses (a message over the 16 MiB send limit) breaks a live
+session on a real server on loopback: the session must end with a ``node_disconnected`` record
+that says why, grpc must have nothing to report, and the server must keep serving other nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+import pytest
+
+from coordinator.registry import NodeRegistry
+from coordinator.server import CoordinatorServer
+from protocols.messages import Hello, Welcome
+from protocols.serde import decode_coordinator_message, encode_node_message
+from protocols.transport import CONNECT_METHOD, MAX_MESSAGE_BYTES
+from protocols.version import PROTOCOL_VERSION
+
+
+async def _hello(channel: grpc.aio.Channel, institution: str) -> Any:
+    call = channel.stream_stream(CONNECT_METHOD)()
+    await call.write(encode_node_message(Hello(institution, "test", PROTOCOL_VERSION, ())))
+    assert isinstance(decode_coordinator_message(await call.read()), Welcome)
+    return call
+
+
+async def _until(predicate: Any, timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def _scenario(records: list[logging.LogRecord]) -> tuple[str, bool]:
+    registry = NodeRegistry()
+    server = CoordinatorServer(registry, "test-coordinator", tls=None)
+    port = await server.start("127.0.0.1:0")
+    # The node may receive more than the coordinator may send: the write fails on our side.
+    options = [("grpc.max_receive_message_length", 4 * MAX_MESSAGE_BYTES)]
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
+    try:
+        broken = await _hello(channel, "inst-broken")
+        steady = await _hello(channel, "inst-steady")
+        await _until(lambda: len(registry.nodes()) == 2)
+        session = registry.session("inst-broken")
+        assert session is not None
+        session.outbox.put_nowait(b"\x00" * (MAX_MESSAGE_BYTES + 1))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await broken.read()
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        await _until(lambda: any(r.__dict__.get("event") == "node_disconnected" for r in records))
+        # The other session is untouched and still works both ways.
+        other = registry.session("inst-steady")
+        assert other is not None
+        other.outbox.put_nowait(b"")
+        await steady.read()
+        reason = next(r for r in records if r.__dict__.get("event") == "node_disconnected")
+        still_there = [n.institution_id for n in registry.nodes()] == ["inst-steady"]
+        steady.cancel()
+        return str(reason.__dict__["reason"]), still_there
+    finally:
+        await channel.close()
+        await server.stop(0.5)
+
+
+def test_a_failed_write_ends_the_session_with_a_record_and_nothing_escapes(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep(level=logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(keep)
+    root.setLevel(logging.DEBUG)
+    try:
+        reason, still_there = asyncio.run(_scenario(records))
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(old_level)
+
+    assert reason.startswith("could not write to the node: ExecuteBatchError"), reason
+    assert still_there
+    # grpc had nothing to say: no servicer exception reached it (it would log it and print
+    # the traceback itself).
+    from_grpc = [r for r in records if r.name.startswith("grpc") and r.levelno >= logging.WARNING]
+    assert from_grpc == [], [r.getMessage() for r in from_grpc]
+    assert "Traceback" not in capfd.readouterr().err
