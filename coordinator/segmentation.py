@@ -224,7 +224,8 @@ async def fit(
         rounds_left = total_rounds - done
         rho = schedule.lloyd_rho(rounds_left, final)
         step = LloydStep(tuple(tuple(float(v) for v in c) for c in centres))
-        outcome = await f.ask("lloyd", step, rho, "final, all that is left" if final else "")
+        last = final or rounds_left == 1
+        outcome = await f.ask("lloyd", step, rho, "final, all that is left" if last else "")
         decoded = steps.decode(step, outcome.total)
         sd = outcome.sd / steps.SCALE
         sizes = decoded.counts

@@ -62,7 +62,8 @@ METHOD = {
     "refinement": (
         "Lloyd rounds: per nearest centre, noisy counts, feature sums and squared-distance"
         " sums; they stop once even the upper 95% bound of the noisy cost's improvement is"
-        " below 0.5%, and the budget left goes into one final round"
+        " below 0.5%; the last round, whose noisy means are the model, takes three rounds'"
+        " share plus the budget of any rounds the stopping rule saved"
     ),
     "noise": "discrete Gaussian (OpenDP), added in shares by the nodes; the coordinator sees sums",
     "code": "privacy/clustering, coordinator/segmentation.py, docs/segmentation.md",

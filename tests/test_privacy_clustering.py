@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from privacy.budget import Rho, compose
 from privacy.clustering import steps
-from privacy.clustering.budget import Schedule, growth_rule
+from privacy.clustering.budget import FINAL_WEIGHT, Schedule, growth_rule
 from privacy.clustering.coreset import weighted_cost, weighted_kmeans
 from privacy.clustering.public_random import PublicRandom
 from privacy.clustering.space import Feature, FeatureSpace, InvalidSpace
@@ -229,6 +229,11 @@ def test_the_schedule_spends_exactly_the_declared_budget() -> None:
     # stopping after 2 equal rounds, the final round takes the other 4 rounds' budget
     lloyd = [s.lloyd_rho(6, False), s.lloyd_rho(5, False), s.lloyd_rho(4, True)]
     assert compose(lloyd) == s.lloyd_share
+    # running all 6, the last one is the final round: FINAL_WEIGHT shares, the others one each
+    every = [s.lloyd_rho(left, False) for left in range(6, 0, -1)]
+    assert compose(every) == s.lloyd_share
+    assert every[-1].value == FINAL_WEIGHT * every[0].value
+    assert len({r.value for r in every[:-1]}) == 1
     assert s.leaves_rho.value == Fraction(9, 20) * Fraction(2, 100)
     # a tree that needed 5 level rounds leaves 12 levels' budget to the leaf round
     after = s.leaves_rho_after(5)
