@@ -565,6 +565,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         q = a.query
         dims = " x ".join(f"{d.name}[{len(d.keys)}]" for d in q.dimensions)
         print(f"  {a.id}: {q.statistic} {q.measure} by {dims} = {q.n_cells} cells, rho {q.rho}")
+    for seg in plan.segmentations:
+        tables = "; ".join(f"{t.id} rho {t.rho}" for t in seg.tables) or "no tables"
+        print(
+            f"  {seg.id}: S12 segmentation into {seg.k} segments, the fit at most rho {seg.rho}"
+            f" ({seg.max_lloyd_rounds} Lloyd rounds at most); {tables}"
+        )
     return 0
 
 

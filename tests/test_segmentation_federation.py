@@ -250,3 +250,20 @@ def test_a_node_measuring_features_at_another_date_refuses_with_the_fix(
         run(text, transport(hs), len(nodes))
     assert "set data.as_of = '2020-01-01' in node.toml" in str(err.value)
     assert all(h.ledger.spent().is_zero() for h in hs.values())
+
+
+def test_the_sector_plan_has_the_segmentation_and_check_plan_lists_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from coordinator.cli import main as coordinator_main
+    from protocols.plan import load_plan
+
+    path = Path(__file__).resolve().parent.parent / "deploy" / "plans" / "sector-2024.toml"
+    plan = load_plan(path)
+    [seg] = plan.segmentations
+    assert (seg.id, seg.k, seg.epsilon) == ("s12_segments", 11, 1.0)
+    assert [t.by for t in seg.tables] == ["region", "discipline"]
+    assert coordinator_main(["check-plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"s12_segments: S12 segmentation into 11 segments, the fit at most rho {seg.rho}" in out
+    assert "s12_segments_by_discipline rho 0.01" in out
