@@ -66,6 +66,17 @@ class DemoFailed(Exception):
     pass
 
 
+def write_match_key(folder: Path) -> Path:
+    """The match-key secret all nodes share and the coordinator never reads (sector reach,
+    docs/reach.md): a new one per run, as a sector's data-protection officer would hand out,
+    owner-only as the node requires."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "match.key"
+    path.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path.resolve()
+
+
 def _script(name: str) -> list[str]:
     """The installed console script, so the demo runs what a user would run."""
     exe = Path(sys.executable).parent / name
@@ -161,6 +172,7 @@ def _summary(out: Path, release: dict[str, Any], sector: Sector, elapsed: float)
         " trim the heaviest buyers, so estimates can sit a little under the truth."
     )
     _reach_summary(tables, sector)
+    _segments_summary(release, out)
     print(f"\nDone in {elapsed:.0f} s. Where to look:")
     print(f"  {out / 'release.json'}   the release, with its full provenance")
     for t in release["tables"]:
@@ -170,6 +182,22 @@ def _summary(out: Path, release: dict[str, Any], sector: Sector, elapsed: float)
     print(f"  publiek-coordinator releases --store {out / 'releases.sqlite'}   the release store")
     print(f"  publiek-coordinator status --state {out / 'state.sqlite'}   runs and nodes")
     print(f"  {out / 'logs'}/   coordinator and node logs")
+
+
+def _segments_summary(release: dict[str, Any], out: Path) -> None:
+    """The shared segmentation (S12), if the plan had a [[segmentation]]: each segment's label
+    and noisy share, and how an institution applies the model to its own customers."""
+    for model in release.get("segmentations", []):
+        card = model["card"]
+        print(
+            f"\n  {model['title']} (S12; epsilon {card['privacy']['epsilon_spent']:.2f} per node"
+            f" for the fit; docs/segmentation.md):"
+        )
+        for seg in model["segments"]:
+            print(f"    {seg['key']}  {seg['share'] or 0:6.1%}  {seg['label']}")
+        first = out / "nodes" / release["participants"][0]["institution_id"] / "node.toml"
+        path = out / f"segment-model-{model['model_id']}.json"
+        print(f"  publiek-node segments {path} --config {first}   one institution's audience")
 
 
 def _reach_summary(tables: dict[str, dict[str, Any]], sector: Sector) -> None:
@@ -282,13 +310,7 @@ def run_demo(
     try:
         port = _wait_for_file(port_file, coordinator, 60)
         step(f"starting {len(ids)} node processes (logs in {out / 'logs'}/)")
-        # The match-key secret all nodes share and the coordinator never reads (sector reach,
-        # docs/reach.md): a new one per demo run, as a sector's data-protection officer would
-        # hand out, owner-only as the node requires.
-        match_key = out / "nodes" / "match.key"
-        match_key.parent.mkdir(parents=True, exist_ok=True)
-        match_key.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
-        match_key.chmod(0o600)
+        match_key = write_match_key(out / "nodes")
         for inst in sector.institutions:
             folder = out / "nodes" / inst.institution_id
             folder.mkdir(parents=True)

@@ -40,7 +40,7 @@ from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
 
 from coordinator.flower import FlowerRunConfig, server_app
-from deploy.demo import BUDGET_CAP, DEFAULT_PLAN, NODE_TOML
+from deploy.demo import BUDGET_CAP, DEFAULT_PLAN, NODE_TOML, write_match_key
 from deploy.devcerts import make_dev_pki
 from deploy.flower_inprocess import run_server_app
 from node.flower import client_app, handler_for_config
@@ -59,6 +59,7 @@ def write_sector(out: Path, institutions: int, seed: int, scale: float) -> list[
     sector.write(out / "sector")
     pki = make_dev_pki(out / "pki", [i.institution_id for i in sector.institutions])
     configs = []
+    match_key = write_match_key(out / "nodes")
     for inst in sector.institutions:
         folder = out / "nodes" / inst.institution_id
         folder.mkdir(parents=True)
@@ -76,6 +77,7 @@ def write_sector(out: Path, institutions: int, seed: int, scale: float) -> list[
                 cert=pair.cert.resolve(),
                 key=pair.key.resolve(),
                 cap=BUDGET_CAP,
+                match_key=match_key,
             ),
             encoding="utf-8",
         )
