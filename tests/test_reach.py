@@ -388,3 +388,46 @@ def test_counted_statuses_are_what_the_sketch_counts(
         .len()
     )
     assert reach.visits["unit"].n_unique() == counted_units
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"split": {"sector": 0}}, "split.sector must be a whole number from 1 to 100"),
+        ({"split": {"nation": 2}}, "split.nation is not one of"),
+        ({"split": "3:1"}, "split must be a table"),
+        ({"sector_copies": 9}, "sector_copies must be a whole number from 1 to 8"),
+        ({"sector_copies": True}, "sector_copies must be a whole number"),
+        ({"buckets": {"discipline": 64}}, "the discipline round counts pairs, without buckets"),
+        ({"buckets": {"region": "auto"}}, "buckets.region must be a whole number"),
+        ({"by": ["discipline"]}, "needs the sector round too"),
+        ({"max_disciplines": 16}, "max_disciplines must be a whole number from 1 to 15"),
+    ],
+)
+def test_bad_reach_sections_are_refused_with_the_reason(
+    extra: dict[str, object], words: str
+) -> None:
+    from protocols.reach_plan import parse_reaches
+
+    section: dict[str, object] = {"id": "r", "rho": "0.02", "by": ["sector", "discipline"]}
+    problems: list[str] = []
+    assert parse_reaches([{**section, **extra}], ReleaseMode.SECURE, 1e-7, problems, set()) == ()
+    assert any(words in p for p in problems), problems
+
+
+def test_the_budget_split_is_exact_and_sums_to_the_section() -> None:
+    from fractions import Fraction
+
+    from protocols.reach_plan import parse_reaches
+
+    section = {"id": "r", "rho": "0.02", "by": ["sector", "region", "discipline"]}
+    [reach] = parse_reaches([section], ReleaseMode.SECURE, 1e-7, [], set())
+    # Default weights sector 3, others 1: 3/5, 1/5, 1/5 of rho 0.02, exactly.
+    assert reach.round_rho("sector") == Rho(Fraction(12, 1000))
+    assert reach.round_rho("region") == Rho(Fraction(4, 1000))
+    assert reach.total_rho == Rho.parse("0.02")
+    assert reach.run_order == ("discipline", "sector", "region")
+    assert reach.query("sector", "s").copies == 2
+    assert reach.query("sector", "s").buckets == 2048  # "auto" with nothing to go by
+    assert reach.query("sector", "s", sector_buckets=512).buckets == 512
+    assert reach.query("discipline", "s").layout == "pairs"
