@@ -18,8 +18,10 @@ CAP_SECAGG: Final[str] = "secagg/1"
 # The node holds customer features and answers the segmentation's k-means rounds (in secure
 # rounds only, so it comes with CAP_SECAGG).
 CAP_KMEANS: Final[str] = "kmeans/1"
-# The node holds match keys (a [matching] key file) and answers reach sketches (secure only).
-CAP_REACH: Final[str] = "reach/1"
+# The node holds match keys (a [matching] key file) and answers reach rounds (secure only).
+# 2: the pairs layout and sketch copies (a reach/1 node would misread both), so reach/1 nodes
+# sit a section out rather than send a vector of the wrong shape.
+CAP_REACH: Final[str] = "reach/2"
 # Followed by the public fingerprint of the node's match-key secret (node/ingest/matchkey.py):
 # nodes with different secrets would put one person in different buckets, silently; the
 # coordinator refuses to mix them.
