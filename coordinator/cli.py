@@ -250,6 +250,12 @@ async def _run(args: argparse.Namespace) -> int:
         registry = NodeRegistry()
         server = CoordinatorServer(registry, args.coordinator_id, tls=tls)
         port = await server.start(args.listen)
+        # Signals are caught from here on: before the port is announced, so whoever waits for
+        # the port file (a service manager, a test) can stop the run cleanly at once.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         known: dict[str, NodeSnapshot] = {}
         run_id: str | None = None
         recorder: asyncio.Task[None] | None = None
@@ -264,7 +270,9 @@ async def _run(args: argparse.Namespace) -> int:
                 args.port_file.write_text(f"{port}\n", encoding="utf-8")
             run_id = _start_run(state, plan, progress)
             recorder = asyncio.create_task(_record_while_running(registry, state, run_id, known))
-            return await _run_and_publish(args, plan, tls, run_id, registry, state, store, progress)
+            return await _run_and_publish(
+                args, plan, tls, run_id, registry, state, store, progress, stop
+            )
         finally:
             if recorder is not None:
                 recorder.cancel()
@@ -272,6 +280,8 @@ async def _run(args: argparse.Namespace) -> int:
                     await recorder
                 _snapshots(registry, known)  # the last contacts, while the sessions exist
             await server.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
             if run_id is not None:
                 try:
                     # The server is down: every node this run saw is disconnected now, and no
@@ -291,11 +301,8 @@ async def _run_and_publish(
     state: RunStateStore,
     store: ReleaseStore,
     progress: Progress,
+    stop: asyncio.Event,
 ) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     settings = RunSettings(
         coordinator_id=args.coordinator_id,
         wait_for_nodes=args.expect_nodes or plan.min_nodes,
@@ -328,8 +335,6 @@ async def _run_and_publish(
         )
     finally:
         stopper.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

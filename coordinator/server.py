@@ -169,6 +169,16 @@ class FederationService:
             await self._session(context, peer)
         except grpc.aio.AbortError:
             raise  # context.abort() ends the RPC by raising this; grpc expects it back
+        except asyncio.CancelledError:
+            # grpc cancels the servicer when the server stops with the session still open (the
+            # plan is done while a node lingers) or when it saw the peer go; the session has
+            # been closed and unregistered on the way out. Let out, grpc prints the cancellation
+            # as "Exception not handled" with a traceback.
+            log.info(
+                "session with %s cancelled (the coordinator is stopping or the node went)",
+                peer,
+                extra={"event": "session_cancelled", "peer": peer},
+            )
         except grpc.aio.InternalError as err:
             # A read, write or status grpc could not carry out: the node's end has gone (killed,
             # cancelled, connection reset) while we were using the stream. Nothing to answer.

@@ -1,0 +1,69 @@
+"""A coordinator that stops while nodes are still connected ends their sessions quietly.
+
+When a plan is done the coordinator stops its server with sessions still open (nodes linger to
+be told so). grpc cancels their servicers; a cancellation let out of the servicer is logged by
+grpc as "Exception not handled" with a traceback, which under load showed up in the resume test
+of tests/test_coordinator_cli.py. Here a real server on loopback stops under two live sessions:
+each must end with a ``session_cancelled`` record, and grpc must have nothing to report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import pytest
+
+from coordinator.registry import NodeRegistry
+from coordinator.server import CoordinatorServer
+from tests.test_server_stream_errors import _hello, _until
+
+
+async def _scenario(records: list[logging.LogRecord]) -> tuple[list[str], int]:
+    registry = NodeRegistry()
+    server = CoordinatorServer(registry, "test-coordinator", tls=None)
+    port = await server.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        calls = [await _hello(channel, f"inst-{i}") for i in range(2)]
+        await _until(lambda: len(registry.nodes()) == 2)
+        # The grace period runs out with both sessions open: grpc cancels their servicers.
+        await server.stop(0.2)
+        codes = []
+        for call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await call.read()
+            codes.append(ended.value.code().name)
+        return codes, len(registry.nodes())
+    finally:
+        await channel.close()
+
+
+def test_stopping_with_open_sessions_ends_them_with_records_and_nothing_escapes(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep(level=logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(keep)
+    root.setLevel(logging.DEBUG)
+    try:
+        codes, left = asyncio.run(_scenario(records))
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(old_level)
+
+    assert len(codes) == 2 and left == 0  # both nodes told the stream ended, none registered
+    events = [r.__dict__.get("event") for r in records]
+    assert events.count("session_cancelled") == 2, events
+    assert events.count("node_disconnected") == 2, events
+    from_grpc = [r for r in records if r.name.startswith("grpc") and r.levelno >= logging.WARNING]
+    assert from_grpc == [], [r.getMessage() for r in from_grpc]
+    assert "Traceback" not in capfd.readouterr().err
