@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test test-fast test-slow lint typecheck bench protos lock install clean postgres-server \
-	diffprivlib-env \
+	diffprivlib-env systemd-analyze \
 	chromium
 
 # The virtual environment is created on first use and re-installed when the dependencies change.
@@ -37,7 +37,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test-fast: $(STAMP) postgres-server chromium
+test-fast: $(STAMP) postgres-server chromium systemd-analyze
 	$(BIN)/pytest -m "not slow"
 
 # The SQL-source test runs against a real PostgreSQL server that it starts and throws away
@@ -73,6 +73,22 @@ chromium:
 	else \
 	  echo "note: no chromium/chromedriver (Debian packages 'chromium' 'chromium-driver') and not"; \
 	  echo "      root: install them, or tests/test_dashboard_browser.py fails"; \
+	fi
+
+# tests/test_deploy_systemd.py checks the units with Debian's systemd-analyze (it only reads
+# files; nothing is started). As root (CI) it is installed when missing; otherwise skipped.
+systemd-analyze:
+	@if command -v systemd-analyze >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  mkdir -p $(VENV); \
+	  echo "installing systemd for the unit checks (apt-get; log: $(VENV)/systemd-install.log)"; \
+	  ( apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    systemd ) > $(VENV)/systemd-install.log 2>&1 \
+	  || { tail -20 $(VENV)/systemd-install.log; \
+	       echo "systemd could not be installed: the unit checks will be skipped"; }; \
+	else \
+	  echo "note: no systemd-analyze (Debian package 'systemd') and not root:"; \
+	  echo "      tests/test_deploy_systemd.py verifies the units only where it is installed"; \
 	fi
 
 test-slow: $(STAMP)

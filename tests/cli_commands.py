@@ -25,6 +25,17 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 }
 
 
+def _exact(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """No abbreviated options: what files and documents say should be the option's full name
+    (argparse would take --expect for --expect-nodes until another option starts so too)."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _exact(sub)
+    return parser
+
+
 def parse_problem(argv: list[str]) -> str | None:
     """None when ``argv`` (program first, by name or path) parses; else argparse's complaint."""
     program = Path(argv[0]).name
@@ -33,7 +44,7 @@ def parse_problem(argv: list[str]) -> str | None:
     said = io.StringIO()
     try:
         with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):
-            PARSERS[program]().parse_args(argv[1:])
+            _exact(PARSERS[program]()).parse_args(argv[1:])
     except SystemExit as exit_:
         if exit_.code not in (0, None):  # --help and --version exit 0
             return said.getvalue().strip().splitlines()[-1] if said.getvalue() else str(exit_)
