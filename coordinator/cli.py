@@ -561,8 +561,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
+    sections = [f"{len(plan.analyses)} analysis(es)"]
+    sections += [f"{len(plan.segmentations)} segmentation(s)"] if plan.segmentations else []
+    sections += [f"{len(plan.reaches)} reach section(s)"] if plan.reaches else []
     print(
-        f"plan {plan.id!r} is valid: {len(plan.analyses)} analysis(es), mode {plan.mode.value},"
+        f"plan {plan.id!r} is valid: {', '.join(sections)}, mode {plan.mode.value},"
         f" rho {plan.rho_per_node} per node"
         f" ({plan.rho_per_node.to_approx_dp(plan.delta)})"
     )
@@ -575,6 +578,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(
             f"  {seg.id}: S12 segmentation into {seg.k} segments, the fit at most rho {seg.rho}"
             f" ({seg.max_lloyd_rounds} Lloyd rounds at most); {tables}"
+        )
+    for reach in plan.reaches:
+        rounds = "; ".join(f"by {by} rho {reach.round_rho(by).shown}" for by in reach.run_order)
+        print(
+            f"  {reach.id}: S7-S10 reach of distinct people, {reach.years[0]}-{reach.years[1]},"
+            f" rho {reach.total_rho.shown} in {len(reach.by)} round(s): {rounds}"
         )
     return 0
 

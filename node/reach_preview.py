@@ -114,7 +114,7 @@ def render_reach(i: int, p: ReachPreview, min_nodes: int) -> list[str]:
         lines += [
             f"    - {q.by.name:<16} sends {_sends(q, r.auto_buckets)}",
             f"      {'':<16} bound: one person adds 1 to at most {int(q.l1_sensitivity)} cell(s)"
-            f" (L2 {math.sqrt(q.l1_sensitivity):.3g}); rho {q.rho}; a sum of {min_nodes}"
+            f" (L2 {math.sqrt(q.l1_sensitivity):.3g}); rho {q.rho.shown}; a sum of {min_nodes}"
             f" carries noise of sd {r.released_scale:.3g} per cell",
             f"      {'':<16} gives {GIVES[q.by.name]}",
         ]

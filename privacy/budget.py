@@ -111,6 +111,13 @@ class Rho:
         scaled = self.value * 10**places
         return format(Decimal(int(scaled)).scaleb(-places), "f")
 
+    @property
+    def shown(self) -> str:
+        """For people: the exact decimal when it terminates, else about 7 significant digits
+        (a budget split three ways is 201871/60000000 exactly; ledgers keep ``str``)."""
+        exact = str(self)
+        return exact if "/" not in exact else f"≈{float(self.value):.7g}"
+
     def __float__(self) -> float:
         return float(self.value)
 

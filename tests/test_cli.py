@@ -85,6 +85,21 @@ def test_example_plan_printed_is_valid(capsys: pytest.CaptureFixture[str]) -> No
     assert parse_plan(capsys.readouterr().out).analyses
 
 
+def test_check_plan_lists_every_section_and_its_cost(capsys: pytest.CaptureFixture[str]) -> None:
+    sector = Path(__file__).resolve().parent.parent / "deploy" / "plans" / "sector-2024.toml"
+    assert coordinator_main(["check-plan", str(sector)]) == 0
+    out = capsys.readouterr().out
+    plan = parse_plan(sector.read_text())
+    head = out.splitlines()[0]
+    assert "17 analysis(es), 1 segmentation(s), 1 reach section(s)" in head
+    assert f"rho {plan.rho_per_node} per node" in head
+    reach = plan.reaches[0]
+    line = next(x for x in out.splitlines() if x.startswith(f"  {reach.id}:"))
+    assert f"rho {reach.total_rho.shown} in {len(reach.by)} round(s)" in line
+    assert all(f"by {by} rho {reach.round_rho(by).shown}" in line for by in reach.by)
+    assert "/" not in line.split(":", 1)[1]  # no exact fractions shown to people
+
+
 def test_check_plan_reports_a_bad_plan(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[plan]\nid = "x"\nmode = "open"\n[[analysis]]\nid = "a"\n')

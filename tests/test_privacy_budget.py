@@ -22,6 +22,13 @@ def test_decimal_strings_are_exact() -> None:
     assert str(Rho.parse("2")) == "2"
 
 
+def test_budgets_are_shown_to_people_as_decimals() -> None:
+    assert Rho.parse("0.05").shown == "0.05"  # exact when it terminates
+    third = Rho(Rho.parse("0.0201871").value / 6)
+    assert str(third) == "201871/60000000"  # what ledgers keep: exact
+    assert third.shown == "≈0.003364517"
+
+
 @pytest.mark.parametrize(
     "bad",
     ["", " ", "-0.1", "inf", "nan", "abc", "1/0", "1e5000", "0x10", "1e-300", "1/10000000000000"],
