@@ -249,11 +249,15 @@ async def fit(
             gain = previous - cost
             upper = gain + 2.0 * math.hypot(previous_sd, cost_sd)
             if upper < settings.tolerance * previous:
+                change = (
+                    f"fell by {gain / max(previous, 1e-12):.2%}"
+                    if gain > 0
+                    else f"rose by {-gain / max(previous, 1e-12):.2%} (noise)"
+                )
                 stopped = (
-                    f"stopped after {done} Lloyd rounds: the noisy cost fell by"
-                    f" {gain / max(previous, 1e-12):.2%} (at most {upper / previous:.2%}),"
-                    f" less than {settings.tolerance:.2%}; the {total_rounds - done} round(s) of"
-                    " budget left went into one final round"
+                    f"stopped after {done} Lloyd rounds: the noisy cost {change}, a gain of at"
+                    f" most {upper / previous:.2%} at 95%, less than {settings.tolerance:.2%};"
+                    f" the {total_rounds - done} round(s) of budget left went into one final round"
                 )
                 final = True
         previous, previous_sd = cost, cost_sd
