@@ -22,7 +22,7 @@ from polars.testing import assert_frame_equal
 from node.data import LoadedData, load, load_ticket_lines
 from node.geo import Geography, Location
 from node.ingest.mapping import MappingError, load_mapping, parse_mapping
-from node.ingest.matchkey import MatchKeyError, MatchKeySecret
+from node.ingest.matchkey import MatchKeyError, MatchKeySecret, derive_match_keys
 from node.ingest.pipeline import IngestSettings, check_source
 from node.ingest.problems import DataError
 from node.ingest.sources import SqlQuery, file_source
@@ -352,6 +352,18 @@ def test_email_becomes_a_keyed_match_key_and_is_dropped(tmp_path: Path) -> None:
     assert c.match_keys is None
     assert any("no match key file" in n and "'email' is not read" in n for n in c.report.notices)
     assert c.report.problems.is_empty()  # an address that is not read is not checked either
+
+
+def test_match_keys_are_hmac_sha256_for_every_key_length(tmp_path: Path) -> None:
+    # derive_match_keys hashes the key's padded blocks once instead of per address; the result
+    # must be RFC 2104 HMAC exactly, also for a key longer than SHA-256's block (hashed first).
+    emails = ["a@example.nl", " B.Jansen@Example.BE ", "x" * 200 + "@example.nl", "é@voorbeeld.nl"]
+    unit = pl.Series(range(len(emails)), dtype=pl.Int64)
+    for size in (32, 63, 64, 65, 200):
+        key = bytes(range(size))
+        keys = derive_match_keys(unit, pl.Series(emails), MatchKeySecret(key, tmp_path / "k"))
+        expected = [hmac.digest(key, e.strip().lower().encode(), "sha256") for e in emails]
+        assert keys.frame["match_key"].to_list() == expected, size
 
 
 def test_key_file_is_checked(tmp_path: Path) -> None:

@@ -13,10 +13,11 @@ this module never writes them anywhere.
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import hmac
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -108,7 +109,7 @@ def derive_match_keys(unit: pl.Series, email: pl.Series, secret: MatchKeySecret)
 
     Addresses are normalised here (trim, lower case: every node must do exactly this). The
     HMAC is computed once per distinct address: polars has no keyed cryptographic hash, so this
-    is the one step that calls into Python per value (about half a million a second).
+    is the one step that calls into Python per value (about a million a second).
     """
     pairs = (
         pl.DataFrame({"unit": unit, "email": email})
@@ -116,8 +117,31 @@ def derive_match_keys(unit: pl.Series, email: pl.Series, secret: MatchKeySecret)
         .with_columns(pl.col("email").str.strip_chars().str.to_lowercase())
     )
     addresses = pairs["email"].unique()
-    mac = functools.partial(hmac.digest, secret.key, digest="sha256")
-    digests = list(map(mac, addresses.cast(pl.Binary).to_list()))
+    digests = list(map(_hmac_sha256(secret.key), addresses.cast(pl.Binary).to_list()))
     table = pl.DataFrame({"email": addresses, "match_key": pl.Series(digests, dtype=pl.Binary)})
     frame = pairs.join(table, on="email", how="left").select("unit", "match_key").sort("unit")
     return MatchKeys(frame)
+
+
+def _hmac_sha256(key: bytes) -> Callable[[bytes], bytes]:
+    """HMAC-SHA256 under ``key`` (RFC 2104), with the key's two padded blocks hashed once.
+
+    ``hmac.digest`` hashes them again for every message: for short messages such as e-mail
+    addresses that is half the work, and this is about 2.5 times faster. The result is the
+    same HMAC (tests/test_node_ingest.py compares it with ``hmac.digest``).
+    """
+    block = hashlib.sha256().block_size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    inner_start = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    outer_start = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def mac(message: bytes) -> bytes:
+        inner = inner_start.copy()
+        inner.update(message)
+        outer = outer_start.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    return mac

@@ -151,14 +151,30 @@ def minimise(
         .alias("_area_key"),
     )
     # Each unit's home: its last postcode area in the export's row order (exports list orders
-    # in time order), its last country, its last birth year and e-mail address.
-    per_unit = good.group_by("unit").agg(
-        pl.col("has_account").first(),
-        pl.col("_area_key").drop_nulls().last(),
-        pl.col("country").last().alias("_country_last"),
-        pl.col("birth_year").drop_nulls().last(),
-        *([pl.col("email").drop_nulls().last()] if settings.match_key is not None else []),
+    # in time order), its last country, its last birth year and e-mail address. "Last known"
+    # is found as the highest row number holding a value (a plain max per unit, which polars
+    # aggregates several times faster than ``drop_nulls().last()``), then gathered.
+    known = ["_area_key", "birth_year", *(["email"] if settings.match_key is not None else [])]
+    last_at = (
+        good.lazy()
+        .select(
+            "unit",
+            "has_account",
+            "country",
+            *(
+                pl.when(pl.col(c).is_not_null()).then(pl.int_range(pl.len())).alias(c)
+                for c in known
+            ),
+        )
+        .group_by("unit")
+        .agg(
+            pl.col("has_account").first(),
+            pl.col("country").last().alias("_country_last"),
+            pl.col(known).max(),
+        )
+        .collect()
     )
+    per_unit = last_at.with_columns(good[c].gather(last_at[c]).alias(c) for c in known)
     key = pl.col("_area_key")
     homes = (
         per_unit.with_columns(
