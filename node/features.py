@@ -149,8 +149,7 @@ def derive_features(
     """Per-unit features from the minimised ticket lines and the units' reduced homes."""
     end = datetime.combine(as_of, time.max)
     start_12m = end - _WINDOW
-    # One lazy query, collected once: polars reads only the columns each branch needs and runs
-    # the branches (per booking, per visit, distances) side by side.
+    # Two lazy queries (tickets -> visits, then visits -> customers), each collected once.
     # Every aggregation below is a plain column aggregate (sum, first, max, mean of a column):
     # the values they reduce are computed as columns beforehand. polars runs plain aggregates
     # with its fast grouped kernels; an expression inside ``agg`` (a comparison, a filter) is

@@ -135,7 +135,8 @@ def minimise(
     checked: Checked, settings: IngestSettings
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
     """(lines, homes, addresses): identifiers replaced by codes, transient fields reduced."""
-    good = checked.typed.filter(~checked.bad)
+    # Usually nothing is quarantined: then the filter would only copy every column.
+    good = checked.typed.filter(~checked.bad) if checked.bad.any() else checked.typed
     customer = _codes(good["customer_id"], _CUSTOMER_SEED)
     order = _codes(good["order_id"], _ORDER_SEED)
     area = pl.col("home_area")
