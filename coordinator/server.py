@@ -50,6 +50,13 @@ HEARTBEAT_INTERVAL_MS = 10_000
 # How often connected nodes are checked against the revocation list (it is re-read on change).
 REVOCATION_SWEEP_S = 5.0
 
+# After the server has stopped, how long to let grpc's own per-RPC tasks finish (see stop()).
+RPC_DRAIN_S = 5.0
+# The coroutines grpc aio (1.85) runs each RPC in: _schedule_rpc_coro awaits _handle_exceptions,
+# which runs the servicer. Matched by name; if a grpc release renames them, stop() no longer
+# waits and tests/test_deployment_e2e.py (no unstructured line in the coordinator's log) fails.
+_GRPC_RPC_COROUTINES = frozenset({"_schedule_rpc_coro", "_handle_exceptions"})
+
 # (direction, institution id or peer, raw message) -> None; for audits and wire inspection.
 WireTap = Callable[[str, str, bytes], None]
 
@@ -459,3 +466,32 @@ class CoordinatorServer:
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace_s)
         self._server = None
+        await _rpc_tasks_finished(RPC_DRAIN_S)
+
+
+async def _rpc_tasks_finished(timeout_s: float) -> None:
+    """Wait until grpc's tasks for the RPCs it cancelled at stop have run to their end.
+
+    ``Server.stop`` returns once the C core is done with every call, but the Python task of a
+    call it cancelled (a node still connected when the grace ran out) may still be winding down
+    our servicer. If the program then leaves its event loop, asyncio.run cancels that task a
+    second time, at grpc's ``await rpc_task``, and grpc prints the CancelledError with
+    ``traceback.print_exc()`` straight to stderr, outside the log format.
+    """
+    me = asyncio.current_task()
+    rpcs = [
+        t
+        for t in asyncio.all_tasks()
+        if t is not me
+        and not t.done()
+        and getattr(t.get_coro(), "__name__", "") in _GRPC_RPC_COROUTINES
+    ]
+    if rpcs:
+        _, late = await asyncio.wait(rpcs, timeout=timeout_s)
+        if late:
+            log.warning(
+                "%d RPC task(s) still running %.0f s after the server stopped",
+                len(late),
+                timeout_s,
+                extra={"event": "rpc_tasks_late", "count": len(late)},
+            )
