@@ -204,7 +204,12 @@ async def fit(
     points = steps.means(space, decoded.counts, decoded.sums)
     usable = decoded.counts > 0
     if not usable.any():
-        raise SegmentationFailed("every leaf's noisy count is zero or negative: nothing to seed")
+        # Reached when a leaf passed the tree's noisy threshold by chance but holds too little:
+        # the same verdict as no leaf at all, said the same way.
+        raise SegmentationFailed(
+            f"every leaf's noisy count is zero or negative: too few for a private segmentation"
+            f" at rho {settings.rho} (nothing to seed the centres with)"
+        )
     centres = weighted_kmeans(
         points[usable], decoded.counts[usable], settings.k, PublicRandom(seed, "coreset")
     )

@@ -160,6 +160,16 @@ def test_bad_data_is_refused_before_any_round() -> None:
 def test_too_little_data_for_a_private_model_says_so() -> None:
     from coordinator.segmentation import SegmentationFailed
 
-    parts, _ = blobs(2, 5, seed=3)
-    with pytest.raises(SegmentationFailed, match="too few for a private segmentation"):
-        FederatedKMeans(3, epsilon=0.1, **GOOD).fit(parts)
+    # Ten customers at epsilon 0.1: whether there is enough data is itself read from noisy
+    # counts, so noise lets about 1 fit in 5 go through (12 of 60 measured; such a model is
+    # still private, and useless). 20 attempts, at least 8 refusals: with a refusal rate of
+    # 0.8 this fails once in about 10^5 runs; a check that never refused would fail always.
+    refusals = []
+    for _ in range(20):
+        parts, _ = blobs(2, 5, seed=3)
+        try:
+            FederatedKMeans(3, epsilon=0.1, **GOOD).fit(parts)
+        except SegmentationFailed as err:
+            refusals.append(str(err))
+    assert len(refusals) >= 8, refusals
+    assert all("too few for a private segmentation" in r for r in refusals), refusals
