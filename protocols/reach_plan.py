@@ -25,7 +25,6 @@ run and round at run time.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Final
@@ -34,6 +33,7 @@ from privacy.budget import InvalidBudget, Rho, rho_for_epsilon
 from protocols.dimensions import public_keys
 from protocols.errors import MalformedMessage
 from protocols.messages import Dimension, ReleaseMode
+from protocols.plan_sections import section_tables
 from protocols.reach import (
     MAX_BUCKETS,
     MAX_COPIES,
@@ -43,7 +43,6 @@ from protocols.reach import (
     ReachQuery,
 )
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 MAX_REACH: Final[int] = 4
 # 0: "auto" (sector only): chosen at run time from the discipline round's count of people.
 AUTO: Final[int] = 0
@@ -154,32 +153,18 @@ def parse_reaches(
     raw: Any, mode: ReleaseMode, delta: float, problems: list[str], seen: set[str]
 ) -> tuple[Reach, ...]:
     """The plan's [[reach]] sections; every problem goes into ``problems``."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or len(raw) > MAX_REACH:
-        problems.append(f"reach must be at most {MAX_REACH} [[reach]] sections")
-        return ()
     out = []
-    for i, r in enumerate(raw):
-        where = f"reach #{i + 1}"
-        if not isinstance(r, dict):
-            problems.append(f"{where} is not a table")
-            continue
-        before = len(problems)
-        rid = r.get("id")
-        if not isinstance(rid, str) or not _ID.match(rid):
-            problems.append(f"{where}: id must be lowercase letters, digits, '-', '_' or '.'")
-            rid = f"reach-{i + 1}"
-        else:
-            where = f"reach {rid!r}"
-            if rid in seen:
-                problems.append(f"{where}: id is used twice")
-            seen.add(rid)
-        unknown = sorted(set(r) - _FIELDS)
-        if unknown:
-            problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
-        if mode is not ReleaseMode.SECURE:
-            problems.append(f"{where}: reach sketches are summed in secure mode only")
+    for r, rid, where, before in section_tables(
+        raw,
+        "reach",
+        MAX_REACH,
+        f"reach must be at most {MAX_REACH} [[reach]] sections",
+        _FIELDS,
+        mode,
+        "reach sketches are summed in secure mode only",
+        problems,
+        seen,
+    ):
         by = r.get("by", list(REACH_DIMENSIONS))
         if (
             not isinstance(by, list)

@@ -27,7 +27,6 @@ epsilon declared. Segmentation runs in secure mode only.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
@@ -41,8 +40,8 @@ from protocols.dimensions import SEGMENT_KEYS, public_keys
 from protocols.features import customer_space
 from protocols.kmeans import SEGMENT_DIMENSIONS, KMeansQuery, SegmentCounts
 from protocols.messages import Dimension, HistogramQuery, ReleaseMode
+from protocols.plan_sections import section_tables
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 MAX_SEGMENTATIONS: Final[int] = 4
 MAX_TABLES: Final[int] = 12
 STATISTIC: Final[str] = "S12"
@@ -182,32 +181,18 @@ def parse_segmentations(
     raw: Any, mode: ReleaseMode, delta: float, problems: list[str], seen: set[str]
 ) -> tuple[Segmentation, ...]:
     """The plan's [[segmentation]] sections; every problem goes into ``problems``."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or len(raw) > MAX_SEGMENTATIONS:
-        problems.append(f"segmentation must be at most {MAX_SEGMENTATIONS} [[segmentation]]")
-        return ()
     out = []
-    for i, s in enumerate(raw):
-        where = f"segmentation #{i + 1}"
-        if not isinstance(s, dict):
-            problems.append(f"{where} is not a table")
-            continue
-        before = len(problems)
-        sid = s.get("id")
-        if not isinstance(sid, str) or not _ID.match(sid):
-            problems.append(f"{where}: id must be lowercase letters, digits, '-', '_' or '.'")
-            sid = f"segmentation-{i + 1}"
-        else:
-            where = f"segmentation {sid!r}"
-            if sid in seen:
-                problems.append(f"{where}: id is used twice")
-            seen.add(sid)
-        unknown = sorted(set(s) - _FIELDS)
-        if unknown:
-            problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
-        if mode is not ReleaseMode.SECURE:
-            problems.append(f"{where}: a segmentation runs in secure mode only")
+    for s, sid, where, before in section_tables(
+        raw,
+        "segmentation",
+        MAX_SEGMENTATIONS,
+        f"segmentation must be at most {MAX_SEGMENTATIONS} [[segmentation]]",
+        _FIELDS,
+        mode,
+        "a segmentation runs in secure mode only",
+        problems,
+        seen,
+    ):
         k = _whole(s, "k", 11, 2, len(SEGMENT_KEYS), where, problems)
         rounds = _whole(s, "max_lloyd_rounds", DEFAULT_LLOYD_ROUNDS, 1, 50, where, problems)
         depth = _whole(s, "max_depth", DEFAULT_MAX_DEPTH, 1, MAX_DEPTH, where, problems)
