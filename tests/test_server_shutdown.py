@@ -17,7 +17,7 @@ import pytest
 
 from coordinator.registry import NodeRegistry
 from coordinator.server import CoordinatorServer
-from tests.test_server_stream_errors import _hello, _until
+from tests.test_server_stream_errors import _hello, _until, kept_records
 
 
 async def _scenario(records: list[logging.LogRecord]) -> tuple[list[str], int]:
@@ -45,22 +45,8 @@ async def _scenario(records: list[logging.LogRecord]) -> tuple[list[str], int]:
 def test_stopping_with_open_sessions_ends_them_with_records_and_nothing_escapes(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    keep = Keep(level=logging.DEBUG)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(keep)
-    root.setLevel(logging.DEBUG)
-    try:
+    with kept_records() as records:
         codes, left = asyncio.run(_scenario(records))
-    finally:
-        root.removeHandler(keep)
-        root.setLevel(old_level)
 
     assert len(codes) == 2 and left == 0  # both nodes told the stream ended, none registered
     events = [r.__dict__.get("event") for r in records]

@@ -11,7 +11,9 @@ that says why, grpc must have nothing to report, and the server must keep servin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -23,6 +25,27 @@ from protocols.messages import Hello, Welcome
 from protocols.serde import decode_coordinator_message, encode_node_message
 from protocols.transport import CONNECT_METHOD, MAX_MESSAGE_BYTES
 from protocols.version import PROTOCOL_VERSION
+
+
+@contextlib.contextmanager
+def kept_records() -> Iterator[list[logging.LogRecord]]:
+    """Every log record (any logger, DEBUG and up) while the block runs."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep(level=logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(keep)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        root.removeHandler(keep)
+        root.setLevel(old_level)
 
 
 async def _hello(channel: grpc.aio.Channel, institution: str) -> Any:
@@ -74,22 +97,8 @@ async def _scenario(records: list[logging.LogRecord]) -> tuple[str, bool]:
 def test_a_failed_write_ends_the_session_with_a_record_and_nothing_escapes(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    keep = Keep(level=logging.DEBUG)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(keep)
-    root.setLevel(logging.DEBUG)
-    try:
+    with kept_records() as records:
         reason, still_there = asyncio.run(_scenario(records))
-    finally:
-        root.removeHandler(keep)
-        root.setLevel(old_level)
 
     assert reason.startswith("could not write to the node: ExecuteBatchError"), reason
     assert still_there
