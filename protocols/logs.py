@@ -65,6 +65,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes, not what it was at set-up.
+
+    A handler bound to the stream object of the moment outlives it when that stream is
+    replaced and closed (an embedding program, a test harness capturing output): every later
+    record, grpc's own included, then ends in "--- Logging error --- ... I/O operation on closed
+    file" instead of the log. Python's last-resort handler looks stderr up the same way.
+    """
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+
 def setup_logging(
     component: str,
     level: str,
@@ -73,7 +90,7 @@ def setup_logging(
     fields: dict[str, str] | None = None,
 ) -> None:
     """Send every log record to stderr in the chosen format (replacing earlier set-ups)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderrHandler()
     # On the handler too: libraries that set their own loggers' levels (Flower sets DEBUG)
     # still log at the level asked for.
     handler.setLevel(getattr(logging, level.upper()))
