@@ -575,6 +575,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(f"  {a.id}: {q.statistic} {q.measure} by {dims} = {q.n_cells} cells, rho {q.rho}")
     for seg in plan.segmentations:
         tables = "; ".join(f"{t.id} rho {t.rho}" for t in seg.tables) or "no tables"
+        if seg.model is not None:
+            print(
+                f"  {seg.id}: S12 with the given model {seg.model.model_id} ({seg.k} segments,"
+                f" file {seg.model_file}, sha256 {seg.model_sha256[:12]}), no fit; {tables}"
+            )
+            continue
         print(
             f"  {seg.id}: S12 segmentation into {seg.k} segments, the fit at most rho {seg.rho}"
             f" ({seg.max_lloyd_rounds} Lloyd rounds at most); {tables}"

@@ -298,7 +298,13 @@ async def _segmentation(
     for n in participants:
         if n.institution_id not in able:
             progress(f"{n.institution_id} takes no part in {seg.id}: lacks capability {CAP_KMEANS}")
-    progress(f"segmentation {seg.id} ({seg.title}): k = {seg.k}, rho up to {seg.rho} per node")
+    if seg.model_file:
+        progress(
+            f"segmentation {seg.id} ({seg.title}): applies model {seg.model_file}"
+            f" ({seg.k} segments), no fit"
+        )
+    else:
+        progress(f"segmentation {seg.id} ({seg.title}): k = {seg.k}, rho up to {seg.rho} per node")
     try:
         if len(able) < plan.min_nodes:
             raise SegmentationFailed(

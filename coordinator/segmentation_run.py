@@ -104,7 +104,8 @@ async def run_segmentation(
     state: RunStateStore | None,
     progress: Progress,
 ) -> SegmentationOutcome:
-    """Fit the model, then count S12's tables with it; raises SegmentationFailed."""
+    """Fit the model (or take the one the plan gives), then count S12's tables with it;
+    raises SegmentationFailed."""
     params = SecureParams.for_plan(len(participants), plan.min_nodes, plan.degree, plan.threshold)
     timeout_ms = int(plan.task_timeout_s * 1000)
 
@@ -124,24 +125,14 @@ async def run_segmentation(
         store=_StateRounds(state, run_id) if state is not None else None,
         checkpoints=checkpoint if state is not None else None,
     )
-    settings = FitSettings(
-        k=seg.k,
-        rho=seg.rho,
-        space=seg.space,
-        as_of=seg.as_of,
-        max_depth=seg.max_depth,
-        max_lloyd_rounds=seg.max_lloyd_rounds,
-    )
-    result = await fit(settings, rounds, fit_seed(run_id, seg.id), progress)
-    centres = tuple(tuple(float(v) for v in c) for c in result.centres)
     records = state.analyses(run_id) if state is not None else {}
-    tables = []
-    for table in seg.tables:
+
+    async def count(table: SegmentTable, centres: tuple[tuple[float, ...], ...]) -> AggregatedTable:
+        """One S12 table counted with the centres in a secure round (or restored, if done)."""
         analysis_id = f"{seg.id}/{table.id}"
         record = records.get(analysis_id)
         if record is not None and record.status == "done" and record.result is not None:
-            tables.append(table_from_record(_table_analysis(seg, table), record.result))
-            continue
+            return table_from_record(_table_analysis(seg, table), record.result)
         query = seg.table_query(table, centres)
         task = RoundTask(f"{run_id}/{analysis_id}", run_id, analysis_id, timeout_ms)
         try:
@@ -160,7 +151,24 @@ async def run_segmentation(
         aggregated = aggregate_secure(_table_analysis(seg, table), done)
         if state is not None:
             state.save_analysis(run_id, analysis_id, table_record(aggregated))
-        tables.append(aggregated)
+        return aggregated
+
+    if seg.model_file:
+        # A model made before: no fit, only the tables with its centres.
+        model = applied_model(plan, seg, run_id)
+        centres = tuple(s.centre for s in model.segments)
+        return SegmentationOutcome(model, [await count(t, centres) for t in seg.tables])
+    settings = FitSettings(
+        k=seg.k,
+        rho=seg.rho,
+        space=seg.space,
+        as_of=seg.as_of,
+        max_depth=seg.max_depth,
+        max_lloyd_rounds=seg.max_lloyd_rounds,
+    )
+    result = await fit(settings, rounds, fit_seed(run_id, seg.id), progress)
+    centres = tuple(tuple(float(v) for v in c) for c in result.centres)
+    tables = [await count(t, centres) for t in seg.tables]
     model = build_model(plan, seg, run_id, participants, result, rounds.dropped)
     return SegmentationOutcome(model, tables)
 
@@ -171,6 +179,30 @@ def _table_analysis(seg: Segmentation, table: SegmentTable) -> Analysis:
         f"{seg.title}: customers by segment and {table.by.replace('_', ' ')}",
         seg.table_histogram(table),
     )
+
+
+def applied_model(plan: Plan, seg: Segmentation, run_id: str) -> SegmentModel:
+    """The model a plan applies, as it was given (same id, centres and card), with a note in
+    its card of the run that applied it and the file's SHA-256."""
+    if seg.model is None:
+        raise SegmentationFailed(
+            f"the model file {seg.model_file!r} was not read: a plan that applies a model must"
+            " be loaded from its file (the path is relative to the plan's folder)"
+        )
+    applied = {
+        "run_id": run_id,
+        "plan_id": plan.id,
+        "plan_sha256": plan.sha256,
+        "file": seg.model_file,
+        "file_sha256": seg.model_sha256,
+        "note": (
+            "applied without fitting: this run counted the S12 tables with these centres and"
+            " spent nothing on a fit; the segments' shares and the rest of the card are the"
+            " model's own"
+        ),
+    }
+    m = seg.model
+    return SegmentModel(m.model_id, m.title, m.space, m.segments, {**m.card, "applied": applied})
 
 
 def build_model(

@@ -35,19 +35,34 @@ def preview_segmentation(
     charged_before: Rho,
     remaining: Rho,
 ) -> SegmentationPreview:
-    s = Schedule(seg.rho, seg.k, seg.max_depth, seg.max_lloyd_rounds)
-    # The tree may stop after its root (the leaves then take every level's share), and the
-    # Lloyd rounds may stop after one (the final round then takes the rest).
-    largest = max(
-        [s.leaves_rho_after(1), s.lloyd_rho(seg.max_lloyd_rounds - 1, final=True)]
-        + [t.rho for t in seg.tables]
+    if seg.model is not None:
+        # A given model: no fit, only the table rounds with its centres.
+        rounds = len(seg.tables)
+        largest = max((t.rho for t in seg.tables), default=Rho.zero())
+        centres = tuple(x.centre for x in seg.model.segments)
+        biggest = max(
+            (seg.table_query(t, centres) for t in seg.tables),
+            key=lambda q: q.rho,
+            default=None,
+        )
+    else:
+        s = Schedule(seg.rho, seg.k, seg.max_depth, seg.max_lloyd_rounds)
+        # The tree may stop after its root (the leaves then take every level's share), and
+        # the Lloyd rounds may stop after one (the final round then takes the rest).
+        largest = max(
+            [s.leaves_rho_after(1), s.lloyd_rho(seg.max_lloyd_rounds - 1, final=True)]
+            + [t.rho for t in seg.tables]
+        )
+        rounds = seg.max_depth + 1 + 1 + seg.max_lloyd_rounds + len(seg.tables)
+        # The largest vector a fit can ask for: the leaf round at its most leaves.
+        tree = PartitionTree(((1.0,) + (0.0,) * (seg.space.dim - 1),))
+        leaves = TreeLeaves(tree, tuple(range(2, 2 + MAX_LEAVES)))
+        biggest = KMeansQuery(STATISTIC, seg.space, leaves, largest, as_of=seg.as_of)
+    reasons = (
+        policy.reasons(biggest, n_min=n_min, spent_in_run=charged_before)
+        if biggest is not None
+        else []
     )
-    rounds = seg.max_depth + 1 + 1 + seg.max_lloyd_rounds + len(seg.tables)
-    # The largest vector a fit can ask for: the leaf round at its most leaves.
-    tree = PartitionTree(((1.0,) + (0.0,) * (seg.space.dim - 1),))
-    leaves = TreeLeaves(tree, tuple(range(2, 2 + MAX_LEAVES)))
-    biggest = KMeansQuery(STATISTIC, seg.space, leaves, largest, as_of=seg.as_of)
-    reasons = policy.reasons(biggest, n_min=n_min, spent_in_run=charged_before)
     # The run cap counts every round: check the whole segmentation against it too.
     if (
         policy.max_rho_per_run is not None
@@ -75,10 +90,14 @@ def preview_segmentation(
 def render_segmentation(i: int, p: SegmentationPreview, min_nodes: int) -> list[str]:
     seg = p.segmentation
     tables = ", ".join(f"by {t.by} (rho {t.rho})" for t in seg.tables) or "none"
+    made = (
+        f"the given model {seg.model.model_id} ({seg.model_file}), applied without fitting"
+        if seg.model is not None
+        else f"federated k-means over {seg.space.dim} customer features (protocols/features.py)"
+    )
     lines = [
         f"[{i}] {seg.id}: {seg.title} (S12, the sector's shared segmentation)",
-        f"    model      {seg.k} segments by federated k-means over {seg.space.dim} customer"
-        " features (protocols/features.py), customers with an account",
+        f"    model      {seg.k} segments by {made}, customers with an account",
         f"    rounds     at most {p.rounds_at_most} secure rounds (tree levels, leaves, Lloyd,"
         " tables); each is a task charged on its own",
         f"    per round  one customer adds a vector of bounded norm to one cell: a count of 1 and"

@@ -212,7 +212,9 @@ def _analysis(
     return Analysis(id=aid, title=str(title), query=query)
 
 
-def parse_plan(text: str, source: str = "plan") -> Plan:
+def parse_plan(text: str, source: str = "plan", base: Path | None = None) -> Plan:
+    """A plan from its TOML text; ``base``: the folder files it names (a segment model) are
+    relative to. Raises PlanError listing every problem."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -272,7 +274,7 @@ def parse_plan(text: str, source: str = "plan") -> Plan:
         raw_analyses = raw_analyses[:MAX_ANALYSES]
     seen: set[str] = set()
     analyses = [_analysis(a, i, mode, problems, seen) for i, a in enumerate(raw_analyses)]
-    segmentations = parse_segmentations(raw.get("segmentation"), mode, delta, problems, seen)
+    segmentations = parse_segmentations(raw.get("segmentation"), mode, delta, problems, seen, base)
     reaches = parse_reaches(raw.get("reach"), mode, delta, problems, seen)
     if problems:
         raise PlanError(source, problems)
@@ -301,4 +303,4 @@ def load_plan(path: Path) -> Plan:
         raise PlanError(str(path), ["file not found"]) from err
     except UnicodeDecodeError as err:
         raise PlanError(str(path), ["not UTF-8 text"]) from err
-    return parse_plan(text, str(path))
+    return parse_plan(text, str(path), path.parent)

@@ -19,6 +19,20 @@
     max_cells = 3              # a customer counts in up to 3 disciplines (most visited first)
     rho = "0.005"
 
+A segmentation can also **apply a model made before** instead of fitting one: ``model`` names a
+model file (``publiek.segment-model/1``: the ``segment-model-*.json`` of an earlier release, or
+centres made elsewhere), relative to the plan file. Nothing is fitted and nothing is spent on a
+fit; only the S12 tables are counted with the model's centres, and the release carries the model
+as it was given, with its file's SHA-256::
+
+    [[segmentation]]
+    id = "s12_2025"
+    model = "releases/sector-2024/segment-model-seg-0123456789abcdef.json"
+
+    [[segmentation.table]]
+    by = "region"
+    rho = "0.005"
+
 The fit's cost is the most it can take (the stopping rule may leave part of it unspent); each
 table costs its rho. ``epsilon`` is converted to rho with OpenDP's conversion at the plan's
 delta (``privacy.budget.rho_for_epsilon``), rounded down, so the fit never costs more than the
@@ -27,8 +41,10 @@ epsilon declared. Segmentation runs in secure mode only.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any, Final
 
 from privacy.bounding import ContributionBound
@@ -41,6 +57,7 @@ from protocols.features import customer_space
 from protocols.kmeans import SEGMENT_DIMENSIONS, KMeansQuery, SegmentCounts
 from protocols.messages import Dimension, HistogramQuery, ReleaseMode
 from protocols.plan_sections import section_tables
+from protocols.segment_model import ModelError, SegmentModel, read_model
 
 MAX_SEGMENTATIONS: Final[int] = 4
 MAX_TABLES: Final[int] = 12
@@ -57,8 +74,11 @@ _FIELDS: Final[frozenset[str]] = frozenset(
         "as_of",
         "years",
         "table",
+        "model",
     }
 )
+# What only a fit has: a segmentation that applies a given model must leave them out.
+_FIT_FIELDS: Final[tuple[str, ...]] = ("k", "epsilon", "rho", "max_lloyd_rounds", "max_depth")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +103,11 @@ class Segmentation:
     as_of: str
     years: tuple[int, int]
     tables: tuple[SegmentTable, ...]
+    # A model to apply instead of fitting one: the file as the plan names it, and, once read
+    # (the plan was loaded from a file), the model and the file's SHA-256.
+    model_file: str = ""
+    model: SegmentModel | None = None
+    model_sha256: str = ""
 
     @property
     def space(self) -> FeatureSpace:
@@ -177,10 +202,57 @@ def _tables(raw: Any, seg_id: str, where: str, problems: list[str]) -> list[Segm
     return out
 
 
+def _given_model(
+    s: dict[str, Any], where: str, base: Path | None, problems: list[str]
+) -> tuple[str, SegmentModel | None, str]:
+    """The model a segmentation applies: (file as named, model, SHA-256). The file is read
+    only when the plan came from a file (``base``: its folder)."""
+    name = s["model"]
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"{where}: model must be the path of a segment model file")
+        return "", None, ""
+    given = [f for f in _FIT_FIELDS if f in s]
+    if given:
+        problems.append(
+            f"{where}: a segmentation that applies a model fits none, so it takes no"
+            f" {', '.join(given)} (the model's own segments are used)"
+        )
+    if base is None:
+        return name, None, ""
+    path = Path(name) if Path(name).is_absolute() else base / name
+    try:
+        model = read_model(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except ModelError as err:
+        problems.append(f"{where}: model {name}: " + "; ".join(err.problems))
+        return name, None, ""
+    except OSError as err:
+        problems.append(f"{where}: model {name}: cannot be read ({err.strerror or err})")
+        return name, None, ""
+    if model.space != customer_space():
+        problems.append(
+            f"{where}: model {name} works on other features than the nodes compute"
+            f" ({', '.join(f.name for f in model.space.features)})"
+        )
+    if model.k > len(SEGMENT_KEYS):
+        problems.append(
+            f"{where}: model {name} has {model.k} segments, at most {len(SEGMENT_KEYS)}"
+        )
+    return name, model, digest
+
+
 def parse_segmentations(
-    raw: Any, mode: ReleaseMode, delta: float, problems: list[str], seen: set[str]
+    raw: Any,
+    mode: ReleaseMode,
+    delta: float,
+    problems: list[str],
+    seen: set[str],
+    base: Path | None = None,
 ) -> tuple[Segmentation, ...]:
-    """The plan's [[segmentation]] sections; every problem goes into ``problems``."""
+    """The plan's [[segmentation]] sections; every problem goes into ``problems``.
+
+    ``base``: the plan file's folder, which a ``model`` path is relative to; without it (a plan
+    parsed from text alone) a model is named but not read, and cannot be run."""
     out = []
     for s, sid, where, before in section_tables(
         raw,
@@ -193,12 +265,21 @@ def parse_segmentations(
         problems,
         seen,
     ):
-        k = _whole(s, "k", 11, 2, len(SEGMENT_KEYS), where, problems)
+        model_file, model, model_sha256 = "", None, ""
+        if "model" in s:
+            model_file, model, model_sha256 = _given_model(s, where, base, problems)
+        k = (
+            model.k
+            if model is not None
+            else _whole(s, "k", 11, 2, len(SEGMENT_KEYS), where, problems)
+        )
         rounds = _whole(s, "max_lloyd_rounds", DEFAULT_LLOYD_ROUNDS, 1, 50, where, problems)
         depth = _whole(s, "max_depth", DEFAULT_MAX_DEPTH, 1, MAX_DEPTH, where, problems)
         epsilon = s.get("epsilon")
         rho: Rho | None = None
-        if (epsilon is None) == ("rho" not in s):
+        if "model" in s:
+            rho = Rho.zero()  # nothing is fitted
+        elif (epsilon is None) == ("rho" not in s):
             problems.append(f"{where}: give the fit's budget as epsilon or as rho (one of them)")
         elif epsilon is not None:
             if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or epsilon <= 0:
@@ -246,6 +327,9 @@ def parse_segmentations(
                 as_of=as_of,
                 years=(years[0], years[1]),
                 tables=tuple(tables),
+                model_file=model_file,
+                model=model,
+                model_sha256=model_sha256,
             )
         )
     return tuple(out)

@@ -267,3 +267,154 @@ def test_the_sector_plan_has_the_segmentation_and_check_plan_lists_it(
     out = capsys.readouterr().out
     assert f"s12_segments: S12 segmentation into 11 segments, the fit at most rho {seg.rho}" in out
     assert "s12_segments_by_discipline rho 0.01" in out
+
+
+GIVEN_MODEL_PLAN = """
+[plan]
+id = "seg-given"
+mode = "secure"
+min_nodes = 4
+task_timeout_s = 60
+
+[[segmentation]]
+id = "s12_given"
+title = "Audience segments, last year's model"
+model = "{model}"
+
+[[segmentation.table]]
+by = "region"
+rho = "0.05"
+"""
+
+
+def _made_elsewhere(nodes: list[Node], folder: Path) -> tuple[Path, np.ndarray]:
+    """A model trained outside publiek: scikit-learn's k-means on pooled features, written in
+    the model file format (what a segmentation provider could hand the sector)."""
+    from sklearn.cluster import KMeans
+
+    from protocols.features import customer_space
+    from protocols.segment_model import Segment, SegmentModel
+
+    x = np.vstack([n.data.scaled for n in nodes])
+    # (clipped: a mean of values in [0, 1] can come out a rounding error below 0)
+    centres = np.clip(KMeans(4, n_init=4, random_state=1).fit(x).cluster_centers_, 0.0, 1.0)
+    segments = tuple(
+        Segment(key, f"group {i + 1}", f"centre {i + 1} of a pooled fit", tuple(map(float, c)))
+        for i, (key, c) in enumerate(zip(SEGMENT_KEYS, centres, strict=False))
+    )
+    model = SegmentModel("seg-elsewhere-0001", "Made elsewhere", customer_space(), segments)
+    folder.mkdir(parents=True, exist_ok=True)
+    return model.write(folder / "given.json"), centres
+
+
+def test_a_plan_applies_a_given_model_without_fitting_and_counts_s12_with_it(
+    sector: tuple[list[Node], DevPki], tmp_path: Path
+) -> None:
+    import hashlib
+
+    from protocols.plan import load_plan
+
+    nodes, _ = sector
+    model_path, centres = _made_elsewhere(nodes, tmp_path / "models")
+    plan_path = tmp_path / "plans" / "given.toml"
+    plan_path.parent.mkdir()
+    # The path is relative to the plan file's folder.
+    plan_path.write_text(GIVEN_MODEL_PLAN.format(model="../models/given.json"))
+    plan = load_plan(plan_path)
+    [seg] = plan.segmentations
+    assert seg.k == 4 and seg.rho.is_zero() and plan.rho_per_node == Rho.parse("0.05")
+
+    hs = handlers(sector, tmp_path / "ledgers")
+    settings = RunSettings("test-coordinator", len(nodes), 5, run_id="given-run")
+    doc = asyncio.run(run_plan(plan, transport(hs), settings, lambda _: None))
+
+    # The release carries the model as given (same id and centres), with a note of this run.
+    [raw] = doc["segmentations"]
+    released = model_from_json(raw)
+    assert released.model_id == "seg-elsewhere-0001"
+    assert np.array_equal(released.centres(), centres)
+    applied = released.card["applied"]
+    assert applied["file_sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
+    assert applied["run_id"] == "given-run"
+
+    # S12 counted with the given centres: per segment, the noisy counts over all regions agree
+    # with every node labelling its own customers (5 sd over 4 sums: 2.3e-6 false alarm).
+    [table] = doc["tables"]
+    own = sum(np.bincount(label(n.data, centres), minlength=4) for n in nodes)
+    noisy = np.zeros(4)
+    for cell in table["cells"]:
+        noisy[SEGMENT_KEYS.index(cell["segment"])] += cell["noisy_sum"]
+    regions = len(table["dimensions"][1]["keys"])
+    sd = table["noise"]["sd_total"] * math.sqrt(regions)
+    assert np.all(np.abs(noisy - own) < 5 * sd), (noisy, own, sd)
+
+    # Nothing was fitted: each node answered the one table round and paid only its rho.
+    for h in hs.values():
+        entries = [e for e in h.ledger.entries() if e.status == "answered"]
+        assert len(entries) == 1 and h.ledger.spent() == Rho.parse("0.05")
+
+
+def test_a_plan_naming_a_model_badly_is_refused_with_every_problem(tmp_path: Path) -> None:
+    from privacy.clustering.space import Feature, FeatureSpace
+    from protocols.plan import PlanError, load_plan
+    from protocols.segment_model import Segment, SegmentModel
+
+    plan_path = tmp_path / "p.toml"
+    plan_path.write_text(
+        GIVEN_MODEL_PLAN.format(model="missing.json").replace(
+            'model = "missing.json"', 'model = "missing.json"\nk = 5\nrho = "0.1"'
+        )
+    )
+    with pytest.raises(PlanError) as err:
+        load_plan(plan_path)
+    text = str(err.value)
+    assert "fits none, so it takes no k, rho" in text
+    assert "model missing.json: file not found" in text
+
+    # A model over other features than the nodes compute is refused before any round.
+    space = FeatureSpace((Feature("height_cm", 100.0, 220.0),), (0.0,), 1.0)
+    other = SegmentModel("seg-x", "x", space, (Segment("segment_01", "a", "b", (0.1,)),))
+    other.write(tmp_path / "other.json")
+    plan_path.write_text(GIVEN_MODEL_PLAN.format(model="other.json"))
+    with pytest.raises(PlanError, match="works on other features than the nodes compute"):
+        load_plan(plan_path)
+
+
+def test_a_model_plan_parsed_from_text_alone_fails_clearly_and_charges_nobody(
+    sector: tuple[list[Node], DevPki], tmp_path: Path
+) -> None:
+    nodes, _ = sector
+    hs = handlers(sector, tmp_path)
+    with pytest.raises(RunAborted, match="must be loaded from its file"):
+        run(GIVEN_MODEL_PLAN.format(model="given.json"), transport(hs), len(nodes))
+    assert all(h.ledger.spent().is_zero() for h in hs.values())
+
+
+def test_check_plan_and_the_node_preview_show_a_given_model_and_its_cost(
+    sector: tuple[list[Node], DevPki], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from coordinator.cli import main as coordinator_main
+    from node.cli import main as node_main
+    from tests.conftest import ticket_row, write_tickets
+
+    nodes, _ = sector
+    _made_elsewhere(nodes, tmp_path)
+    plan = tmp_path / "plan.toml"
+    plan.write_text(GIVEN_MODEL_PLAN.format(model="given.json"))
+    assert coordinator_main(["check-plan", str(plan)]) == 0
+    out = capsys.readouterr().out
+    assert "s12_given: S12 with the given model seg-elsewhere-0001 (4 segments" in out
+    assert "no fit; s12_given_by_region rho 0.05" in out
+
+    write_tickets(tmp_path / "tickets.csv", [ticket_row()])
+    (tmp_path / "node.toml").write_text(
+        'institution_id = "inst-01"\ninstitution_type = "theatre"\n'
+        'institution_region = "NL-UT"\n[data]\ntickets = "tickets.csv"\n'
+        '[coordinator]\naddress = "localhost:1"\n[tls]\ninsecure = true\n'
+        '[ledger]\npath = "ledger.sqlite"\n[budget]\nrho_cap = "1.0"\nperiod = "year"\n'
+    )
+    code = node_main(["preview", str(plan), "--config", str(tmp_path / "node.toml")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "the given model seg-elsewhere-0001 (given.json), applied without fitting" in out
+    assert "at most 1 secure rounds" in out and "cost       at most rho 0.05" in out
