@@ -193,3 +193,21 @@ def test_the_coordinator_env_file_sets_exactly_what_the_unit_uses() -> None:
     assert set(env) - used == {"PUBLIEK_LOG_FORMAT"}  # read by the program itself
     assert env["PUBLIEK_LOG_FORMAT"] == "json"
     assert int(env["PUBLIEK_EXPECT_NODES"]) > 0 and float(env["PUBLIEK_WAIT_S"]) > 0
+
+
+def test_the_units_documentation_is_installed_by_the_runbooks_install_step(
+    tmp_path: Path,
+) -> None:
+    # The runbook's own install line, run with /opt/publiek moved under tmp_path: the file each
+    # unit names in Documentation= must be what it puts there.
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    [line] = [x for x in runbook.splitlines() if x.startswith("install ") and "share/doc" in x]
+    prefix = str(tmp_path / "opt" / "publiek")
+    command = line.split("#")[0].replace("/opt/publiek", prefix)
+    subprocess.run(["sh", "-c", command], cwd=ROOT, check=True)
+    for unit in UNITS:
+        [doc] = re.findall(r"^Documentation=file://(\S+)$", unit.read_text(), re.MULTILINE)
+        assert doc.startswith("/opt/publiek/"), (unit.name, doc)
+        installed = Path(doc.replace("/opt/publiek", prefix))
+        assert installed.is_file(), (unit.name, doc)
+        assert installed.read_text() == runbook
