@@ -15,6 +15,12 @@ gRPC). The coordinator's estimator (``coordinator/reach_estimate.py``) then give
   of |estimated - true| share of a's audience that also visits b;
 - ``eps``: the (epsilon, delta = 1e-7) of the whole reach analysis per node (both rounds).
 
+Besides (not a target of the issue, but S9 has it): ``type_overlap_abs_error``, the same mean
+error for the share of one institution type's audience also visiting another, from a section
+with a third round by institution type (``by = ["sector", "discipline", "institution_type"]``,
+also at epsilon 1 per node in all, so its sector round has less budget than the main one's);
+the full run only.
+
 The analysis is the plan's: a ``[[reach]]`` section with the sector and discipline rounds at
 epsilon 1 per node in all (``protocols/reach_plan.py``: its budget split, sector sketch copies
 and "auto" buckets from the discipline round's count of people). Medians over repeats, each
@@ -39,7 +45,13 @@ import numpy as np
 import polars as pl
 
 from benchmarks.common import last_line, write_result
-from coordinator.reach_estimate import key_estimates, pair_counts, pair_overlaps, pair_people
+from coordinator.reach_estimate import (
+    key_estimates,
+    pair_counts,
+    pair_overlaps,
+    pair_people,
+    type_overlaps,
+)
 from coordinator.reach_run import auto_sector_buckets
 from node.data import load
 from node.ingest.matchkey import MatchKeySecret
@@ -79,6 +91,57 @@ def truth_overlaps(truth: GroundTruth) -> tuple[int, dict[tuple[str, str], float
     return truth.reach(YEAR), shares
 
 
+def truth_type_overlaps(truth: GroundTruth, types: dict[str, str]) -> dict[tuple[str, str], float]:
+    """True share of type a's audience (people) that also visits an institution of type b."""
+    counted = truth.tickets.filter(
+        pl.col("order_status").is_in(list(COUNTED_STATUSES))
+        & pl.col("person_id").is_not_null()
+        & (pl.col("performance_start").dt.year() == YEAR)
+    )
+    pairs = (
+        counted.select("person_id", "institution_id")
+        .unique()
+        .with_columns(pl.col("institution_id").replace_strict(types).alias("type"))
+        .select("person_id", "type")
+        .unique()
+    )
+    audience = {
+        t: set(pairs.filter(pl.col("type") == t)["person_id"].to_list())
+        for t in set(types.values())
+    }
+    return {
+        (a, b): len(audience[a] & audience[b]) / len(audience[a])
+        for a in audience
+        for b in audience
+        if a != b and audience[a] and audience[b]
+    }
+
+
+def type_overlap_error(
+    nodes: list[ReachData], truth: dict[tuple[str, str], float], seed: int, r: int
+) -> float:
+    """One repeat of the institution-type overlap (S9 by type), as the runner estimates it."""
+    reach = plan_section(1.0, ["sector", "discipline", "institution_type"])
+    ids = len(nodes)
+    pairs_q = reach.query("discipline", f"bench-{seed}-{r}-td")
+    total, _ = secure_sum(pairs_q, nodes)
+    done = {"discipline": (pairs_q, {"sums": [int(v) for v in total]})}
+    m = auto_sector_buckets(reach, done, ids, ids)
+    sector_q = reach.query("sector", f"bench-{seed}-{r}-ts", sector_buckets=m)
+    s_total, s_var = secure_sum(sector_q, nodes)
+    sector = key_estimates(sector_q, s_total, s_var)[0].reach
+    type_q = reach.query("institution_type", f"bench-{seed}-{r}-tt")
+    t_total, t_var = secure_sum(type_q, nodes)
+    per_key = key_estimates(type_q, t_total, t_var)
+    people = {k.key: k.reach.reach for k in per_key}
+    overlaps = type_overlaps(per_key, sector)
+    errors = []
+    for (a, b), share in truth.items():
+        est = overlaps[(a, b)].both / people[a] if people[a] > 0 else 0.0
+        errors.append(abs(min(max(est, 0.0), 1.0) - share))
+    return float(np.mean(errors))
+
+
 def build_nodes(sector: Any, folder: Path, secret: MatchKeySecret) -> list[ReachData]:
     nodes = []
     for inst in sector.institutions:
@@ -100,11 +163,11 @@ def secure_sum(query: ReachQuery, nodes: list[ReachData]) -> tuple[np.ndarray, f
     return total, len(nodes) * noise.share_scale**2
 
 
-def plan_section(epsilon: float) -> Reach:
+def plan_section(epsilon: float, by: list[str] | None = None) -> Reach:
     """The benchmark's [[reach]]: the sector and discipline rounds, as a plan would run them."""
     problems: list[str] = []
     section = {"id": "bench", "years": [YEAR, YEAR], "epsilon": epsilon}
-    section["by"] = ["sector", "discipline"]
+    section["by"] = by or ["sector", "discipline"]
     [reach] = parse_reaches([section], ReleaseMode.SECURE, DELTA, problems, set())
     assert not problems, problems
     return reach
@@ -118,6 +181,8 @@ def run(quick: bool, seed: int = 11) -> dict[str, Any]:
         SectorConfig(n_institutions=n_institutions, seed=seed, years=(YEAR, YEAR), scale=scale)
     )
     true_reach, true_shares = truth_overlaps(sector.truth)
+    types = {inst.institution_id: inst.type for inst in sector.institutions}
+    true_type_shares = truth_type_overlaps(sector.truth, types)
     secret = MatchKeySecret(key=secrets.token_bytes(32), source=Path("benchmark"))
     with tempfile.TemporaryDirectory() as tmp:
         nodes = build_nodes(sector, Path(tmp), secret)
@@ -126,6 +191,7 @@ def run(quick: bool, seed: int = 11) -> dict[str, Any]:
     ids = len(nodes)
     reach_errors, overlap_errors, covered, buckets = [], [], [], []
     clean_errors: list[float] = []
+    type_errors: list[float] = []
     for r in range(repeats):
         # A new salt per repeat, as every run has: the hashing's luck is part of the error.
         pairs_q = reach.query("discipline", f"bench-{seed}-{r}-d")
@@ -151,6 +217,8 @@ def run(quick: bool, seed: int = 11) -> dict[str, Any]:
             share = min(max(overlaps[(a, b)].both / audience, 0.0), 1.0) if audience > 0 else 0.0
             errors.append(abs(share - truth))
         overlap_errors.append(float(np.mean(errors)))
+        if not quick:  # a third sketch round per repeat: the full run only, to keep --quick short
+            type_errors.append(type_overlap_error(nodes, true_type_shares, seed, r))
     epsilon = reach.total_rho.to_approx_dp(DELTA).epsilon
     return {
         "reach_rel_error": statistics.median(reach_errors),
@@ -161,6 +229,9 @@ def run(quick: bool, seed: int = 11) -> dict[str, Any]:
         "reach_errors": [round(e, 5) for e in reach_errors],
         "reach_noise_free_error": round(clean_errors[0], 5),
         "overlap_errors": [round(e, 5) for e in overlap_errors],
+        "type_overlap_abs_error": statistics.median(type_errors) if type_errors else None,
+        "type_overlap_errors": [round(e, 5) for e in type_errors],
+        "type_pairs": len(true_type_shares),
         "reach_interval_covered": sum(covered),
         "repeats": repeats,
         "institutions": n_institutions,
