@@ -174,7 +174,9 @@ class TaskHandler:
             query, spent_in_run=self.ledger.spent_in_run(task.run_id, excluding=task.task_id)
         )
         mechanism = mechanism_for(query)
-        outcome = self.ledger.begin(self._charge_request(task, query, requester))
+        outcome = self.ledger.begin(
+            self._charge_request(task, query, requester), self.policy.max_rho_per_run
+        )
         if isinstance(outcome, StoredAnswer):
             log.info("task %s was answered before; sending the stored answer", task.task_id)
             return _replayed(outcome.answer)
@@ -263,7 +265,9 @@ class TaskHandler:
     def _contribute(self, round_id: str, setup: SecAggSetup) -> Contribution:
         task, requester = self._rounds[round_id]
         query = setup.query
-        outcome = self.ledger.begin(self._charge_request(task, query, requester))
+        outcome = self.ledger.begin(
+            self._charge_request(task, query, requester), self.policy.max_rho_per_run
+        )
         if isinstance(outcome, StoredAnswer):
             # Re-sending the same noisy vector in a new round with other participants would let
             # the coordinator difference it out; a new contribution needs a new task (and charge).

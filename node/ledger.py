@@ -248,8 +248,16 @@ class Ledger:
             total = total + Rho.parse(rho)
         return total
 
-    def begin(self, req: ChargeRequest) -> NewCharge | PendingCharge | StoredAnswer:
-        """Charge a task, or recognise it from before. Raises PublicError on refusal."""
+    def begin(
+        self, req: ChargeRequest, run_cap: Rho | None = None
+    ) -> NewCharge | PendingCharge | StoredAnswer:
+        """Charge a task, or recognise it from before. Raises PublicError on refusal.
+
+        ``run_cap``: the most all tasks of the task's run may cost together (the policy's
+        ``max_rho_per_run``), checked in the same transaction as the charge. A secure round
+        is admitted at setup but charged at its masked input, so a check at setup alone would
+        let a coordinator open several rounds of one run before charging any of them.
+        """
         now = self._now()
         period = self.cap.period.key(now)
         with self._transaction() as db:
@@ -268,6 +276,20 @@ class Ledger:
                 if status == "answered":
                     return StoredAnswer(req.task_id, bytes(answer))
                 return PendingCharge(req.task_id, charged_period)
+            if run_cap is not None:
+                in_run = _sum_rho(
+                    db.execute(
+                        "SELECT rho FROM charges WHERE run_id = ? AND task_id != ?",
+                        (req.run_id, req.task_id),
+                    ).fetchall()
+                )
+                if in_run + req.rho > run_cap:
+                    raise PublicError(
+                        ErrorCode.POLICY_REFUSED,
+                        f"one run may cost at most rho {run_cap}, with task {req.task_id} it"
+                        f" would cost rho {in_run + req.rho} (rho {in_run} spent on its other"
+                        " tasks)",
+                    )
             spent = self._spent_in(db, period)
             if spent + req.rho > self.cap.rho:
                 remaining = self._left(spent)
@@ -382,15 +404,12 @@ class Ledger:
         ``excluding`` leaves one task out: asking again about a task that was already charged
         is not a new cost.
         """
-        total = Rho.zero()
         with self._lock:
             rows = self._db.execute(
                 "SELECT rho FROM charges WHERE run_id = ? AND task_id != ?",
                 (run_id, excluding if excluding is not None else ""),
             ).fetchall()
-        for (rho,) in rows:
-            total = total + Rho.parse(rho)
-        return total
+        return _sum_rho(rows)
 
     def _left(self, spent: Rho) -> Rho:
         # A cap lowered below what was already spent leaves nothing, not a negative budget.
@@ -431,3 +450,10 @@ class Ledger:
                 " ORDER BY id"
             ).fetchall()
         return [Refusal(*r) for r in rows]
+
+
+def _sum_rho(rows: list[tuple[str]]) -> Rho:
+    total = Rho.zero()
+    for (rho,) in rows:
+        total = total + Rho.parse(rho)
+    return total

@@ -52,8 +52,8 @@ def main(data: str, ledger_path: str, point: str, out: str) -> int:
         ledger._db.set_trace_callback(trace)
     elif point == "after_charge":
 
-        def begin(req: Any) -> Any:
-            orig_begin(req)
+        def begin(req: Any, run_cap: Any = None) -> Any:
+            orig_begin(req, run_cap)
             die()
 
         ledger.begin = begin  # type: ignore[method-assign]
