@@ -156,8 +156,11 @@ async def run_segmentation(
     if seg.model_file:
         # A model made before: no fit, only the tables with its centres.
         model = applied_model(plan, seg, run_id)
+        if state is not None:
+            _same_model_as_before(state, run_id, seg, records)
         centres = tuple(s.centre for s in model.segments)
-        return SegmentationOutcome(model, [await count(t, centres) for t in seg.tables])
+        tables = [await count(t, centres) for t in seg.tables]
+        return SegmentationOutcome(with_shares_of(model, tables), tables)
     settings = FitSettings(
         k=seg.k,
         rho=seg.rho,
@@ -181,6 +184,51 @@ def _table_analysis(seg: Segmentation, table: SegmentTable) -> Analysis:
     )
 
 
+def _same_model_as_before(
+    state: RunStateStore, run_id: str, seg: Segmentation, records: dict[str, Any]
+) -> None:
+    """A resumed run must apply the model file it began with: the plan's hash covers the plan's
+    text, not the file it names, and tables counted with other centres cannot be mixed."""
+    key = f"{seg.id}/model"
+    record = records.get(key)
+    before = record.result.get("file_sha256") if record is not None and record.result else None
+    if before is None:
+        state.save_analysis(run_id, key, {"file": seg.model_file, "file_sha256": seg.model_sha256})
+    elif before != seg.model_sha256:
+        raise SegmentationFailed(
+            f"the model file {seg.model_file} changed since this run began (sha256"
+            f" {before[:12]} then, {seg.model_sha256[:12]} now); put the original back to resume"
+            " the run, or start a new run"
+        )
+
+
+def with_shares_of(model: SegmentModel, tables: list[AggregatedTable]) -> SegmentModel:
+    """The model with the sector's segment shares of this run, from the first S12 table's noisy
+    counts summed over its other dimension (post-processing); the model's own shares stay in
+    its card. Without a table the shares are unknown."""
+    shares: list[float | None] = [None] * model.k
+    if tables and tables[0].sums:
+        per_segment = np.asarray(tables[0].sums, dtype=np.float64).reshape(model.k, -1).sum(axis=1)
+        clipped = np.maximum(per_segment, 0.0)
+        if clipped.sum() > 0:
+            shares = [float(v) for v in clipped / clipped.sum()]
+    segments = tuple(
+        Segment(x.key, x.label, x.description, x.centre, share)
+        for x, share in zip(model.segments, shares, strict=True)
+    )
+    card = dict(model.card)
+    card["applied"] = {
+        **card.get("applied", {}),
+        "model_shares": [x.share for x in model.segments],
+        "shares": (
+            f"this run's, from the noisy counts of {tables[0].analysis.id} summed per segment"
+            if tables
+            else "unknown: the segmentation has no S12 table"
+        ),
+    }
+    return SegmentModel(model.model_id, model.title, model.space, segments, card)
+
+
 def applied_model(plan: Plan, seg: Segmentation, run_id: str) -> SegmentModel:
     """The model a plan applies, as it was given (same id, centres and card), with a note in
     its card of the run that applied it and the file's SHA-256."""
@@ -197,8 +245,8 @@ def applied_model(plan: Plan, seg: Segmentation, run_id: str) -> SegmentModel:
         "file_sha256": seg.model_sha256,
         "note": (
             "applied without fitting: this run counted the S12 tables with these centres and"
-            " spent nothing on a fit; the segments' shares and the rest of the card are the"
-            " model's own"
+            " spent nothing on a fit; the segments' shares are this run's, the rest of the card"
+            " (privacy, quality, provenance) is the model's own, from when it was made"
         ),
     }
     m = seg.model

@@ -40,11 +40,7 @@ def preview_segmentation(
         rounds = len(seg.tables)
         largest = max((t.rho for t in seg.tables), default=Rho.zero())
         centres = tuple(x.centre for x in seg.model.segments)
-        biggest = max(
-            (seg.table_query(t, centres) for t in seg.tables),
-            key=lambda q: q.rho,
-            default=None,
-        )
+        queries = [seg.table_query(t, centres) for t in seg.tables]
     else:
         s = Schedule(seg.rho, seg.k, seg.max_depth, seg.max_lloyd_rounds)
         # The tree may stop after its root (the leaves then take every level's share), and
@@ -58,11 +54,15 @@ def preview_segmentation(
         tree = PartitionTree(((1.0,) + (0.0,) * (seg.space.dim - 1),))
         leaves = TreeLeaves(tree, tuple(range(2, 2 + MAX_LEAVES)))
         biggest = KMeansQuery(STATISTIC, seg.space, leaves, largest, as_of=seg.as_of)
-    reasons = (
-        policy.reasons(biggest, n_min=n_min, spent_in_run=charged_before)
-        if biggest is not None
-        else []
-    )
+        # The tables come after the fit with its centres; any centres show their size.
+        centres = tuple((0.0,) * seg.space.dim for _ in range(seg.k))
+        queries = [biggest, *(seg.table_query(t, centres) for t in seg.tables)]
+    # Every round the node would be asked, each against the policy (cells, rho, mode, ...).
+    reasons = [
+        reason
+        for q in queries
+        for reason in policy.reasons(q, n_min=n_min, spent_in_run=charged_before)
+    ]
     # The run cap counts every round: check the whole segmentation against it too.
     if (
         policy.max_rho_per_run is not None
@@ -95,17 +95,19 @@ def render_segmentation(i: int, p: SegmentationPreview, min_nodes: int) -> list[
         if seg.model is not None
         else f"federated k-means over {seg.space.dim} customer features (protocols/features.py)"
     )
+    what = "tables" if seg.model is not None else "tree levels, leaves, Lloyd, tables"
+    spent = "no fit" if seg.model is not None else f"the fit up to rho {seg.rho}"
     lines = [
         f"[{i}] {seg.id}: {seg.title} (S12, the sector's shared segmentation)",
         f"    model      {seg.k} segments by {made}, customers with an account",
-        f"    rounds     at most {p.rounds_at_most} secure rounds (tree levels, leaves, Lloyd,"
-        " tables); each is a task charged on its own",
+        f"    rounds     at most {p.rounds_at_most} secure round(s) ({what}); each is a task"
+        " charged on its own",
         f"    per round  one customer adds a vector of bounded norm to one cell: a count of 1 and"
         f" its scaled features (norm at most {seg.space.radius:.3g})",
         f"    release    only sums over at least {min_nodes} institutions; the centres, the"
         " sector's segment shares and S12 tables are published",
-        f"    cost       at most rho {seg.total_rho} (epsilon {p.epsilon:.3g}): the fit up to rho"
-        f" {seg.rho}, the tables: {tables}; the largest single round rho {p.largest_round}",
+        f"    cost       at most rho {seg.total_rho} (epsilon {p.epsilon:.3g}): {spent},"
+        f" the tables: {tables}; the largest single round rho {p.largest_round}",
     ]
     if p.accepted:
         lines.append("    policy     accepted")

@@ -160,14 +160,21 @@ def model_from_json(doc: Any, source: str = "model") -> SegmentModel:
 
 
 def read_model(path: Path) -> SegmentModel:
+    return read_model_bytes(path)[0]
+
+
+def read_model_bytes(path: Path) -> tuple[SegmentModel, bytes]:
+    """The model and the exact bytes it was read from (one read: what is hashed is what is
+    used)."""
     try:
         if path.stat().st_size > MAX_MODEL_BYTES:
             raise ModelError(str(path), [f"larger than {MAX_MODEL_BYTES:,} bytes"])
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        doc = json.loads(data.decode("utf-8"))
     except FileNotFoundError as err:
         raise ModelError(str(path), ["file not found"]) from err
     except (OSError, UnicodeDecodeError) as err:
         raise ModelError(str(path), [f"cannot be read ({err})"]) from err
     except json.JSONDecodeError as err:
         raise ModelError(str(path), [f"not valid JSON: {err}"]) from err
-    return model_from_json(doc, str(path))
+    return model_from_json(doc, str(path)), data

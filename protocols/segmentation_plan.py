@@ -28,6 +28,7 @@ as it was given, with its file's SHA-256::
     [[segmentation]]
     id = "s12_2025"
     model = "releases/sector-2024/segment-model-seg-0123456789abcdef.json"
+    years = [2025, 2025]
 
     [[segmentation.table]]
     by = "region"
@@ -42,6 +43,7 @@ epsilon declared. Segmentation runs in secure mode only.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -57,7 +59,7 @@ from protocols.features import customer_space
 from protocols.kmeans import SEGMENT_DIMENSIONS, KMeansQuery, SegmentCounts
 from protocols.messages import Dimension, HistogramQuery, ReleaseMode
 from protocols.plan_sections import section_tables
-from protocols.segment_model import ModelError, SegmentModel, read_model
+from protocols.segment_model import ModelError, SegmentModel, read_model_bytes
 
 MAX_SEGMENTATIONS: Final[int] = 4
 MAX_TABLES: Final[int] = 12
@@ -77,6 +79,7 @@ _FIELDS: Final[frozenset[str]] = frozenset(
         "model",
     }
 )
+_MODEL_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # What only a fit has: a segmentation that applies a given model must leave them out.
 _FIT_FIELDS: Final[tuple[str, ...]] = ("k", "epsilon", "rho", "max_lloyd_rounds", "max_depth")
 
@@ -221,8 +224,8 @@ def _given_model(
         return name, None, ""
     path = Path(name) if Path(name).is_absolute() else base / name
     try:
-        model = read_model(path)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        model, data = read_model_bytes(path)
+        digest = hashlib.sha256(data).hexdigest()
     except ModelError as err:
         problems.append(f"{where}: model {name}: " + "; ".join(err.problems))
         return name, None, ""
@@ -234,9 +237,24 @@ def _given_model(
             f"{where}: model {name} works on other features than the nodes compute"
             f" ({', '.join(f.name for f in model.space.features)})"
         )
-    if model.k > len(SEGMENT_KEYS):
+    if not 2 <= model.k <= len(SEGMENT_KEYS):
         problems.append(
-            f"{where}: model {name} has {model.k} segments, at most {len(SEGMENT_KEYS)}"
+            f"{where}: model {name} has {model.k} segment(s); S12 needs 2 to {len(SEGMENT_KEYS)}"
+        )
+    keys = [x.key for x in model.segments]
+    if keys != list(SEGMENT_KEYS[: model.k]):
+        # The S12 tables are keyed segment_01, segment_02, ... in the model's order; a model
+        # keyed otherwise would be released with keys its own tables do not use.
+        problems.append(
+            f"{where}: model {name} must key its segments {SEGMENT_KEYS[0]},"
+            f" {SEGMENT_KEYS[1]}, ... in order, as S12 does (it has {', '.join(keys[:4])}"
+            f"{', ...' if len(keys) > 4 else ''})"
+        )
+    if not _MODEL_ID.fullmatch(model.model_id):
+        # The release writes the model as segment-model-<model_id>.json.
+        problems.append(
+            f"{where}: model {name} has model_id {model.model_id[:40]!r}; it must be 1 to 64"
+            " letters, digits, '.', '_' or '-'"
         )
     return name, model, digest
 
@@ -254,6 +272,7 @@ def parse_segmentations(
     ``base``: the plan file's folder, which a ``model`` path is relative to; without it (a plan
     parsed from text alone) a model is named but not read, and cannot be run."""
     out = []
+    models_seen: set[str] = set()
     for s, sid, where, before in section_tables(
         raw,
         "segmentation",
@@ -268,6 +287,14 @@ def parse_segmentations(
         model_file, model, model_sha256 = "", None, ""
         if "model" in s:
             model_file, model, model_sha256 = _given_model(s, where, base, problems)
+            if model is not None:
+                # The release holds one file per model id.
+                if model.model_id in models_seen:
+                    problems.append(
+                        f"{where}: model {model.model_id} is applied by another segmentation"
+                        " of this plan already"
+                    )
+                models_seen.add(model.model_id)
         k = (
             model.k
             if model is not None

@@ -336,6 +336,7 @@ def test_a_plan_applies_a_given_model_without_fitting_and_counts_s12_with_it(
     applied = released.card["applied"]
     assert applied["file_sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
     assert applied["run_id"] == "given-run"
+    assert applied["model_shares"] == [None] * 4  # the file had none
 
     # S12 counted with the given centres: per segment, the noisy counts over all regions agree
     # with every node labelling its own customers (5 sd over 4 sums: 2.3e-6 false alarm).
@@ -347,6 +348,9 @@ def test_a_plan_applies_a_given_model_without_fitting_and_counts_s12_with_it(
     regions = len(table["dimensions"][1]["keys"])
     sd = table["noise"]["sd_total"] * math.sqrt(regions)
     assert np.all(np.abs(noisy - own) < 5 * sd), (noisy, own, sd)
+    # The released shares are this run's: the same noisy sums, normalised (post-processing).
+    shares = [x.share for x in released.segments]
+    assert shares == pytest.approx(list(np.maximum(noisy, 0) / np.maximum(noisy, 0).sum()))
 
     # Nothing was fitted: each node answered the one table round and paid only its rho.
     for h in hs.values():
@@ -417,4 +421,94 @@ def test_check_plan_and_the_node_preview_show_a_given_model_and_its_cost(
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "the given model seg-elsewhere-0001 (given.json), applied without fitting" in out
-    assert "at most 1 secure rounds" in out and "cost       at most rho 0.05" in out
+    assert "at most 1 secure round(s) (tables)" in out
+    assert "cost       at most rho 0.05 (epsilon" in out and "): no fit, the tables" in out
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"keys": ["a", "b", "c", "d"]},
+            "must key its segments segment_01, segment_02, ... in order",
+        ),
+        ({"model_id": "provider/2024"}, "model_id 'provider/2024'; it must be 1 to 64"),
+        ({"k": 1}, "has 1 segment(s); S12 needs 2 to"),
+    ],
+)
+def test_a_model_s12_cannot_key_or_publish_is_refused(
+    sector: tuple[list[Node], DevPki], tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    import json
+
+    from protocols.plan import PlanError, load_plan
+
+    nodes, _ = sector
+    path, _ = _made_elsewhere(nodes, tmp_path)
+    doc = json.loads(path.read_text())
+    if "keys" in change:
+        for seg, key in zip(doc["segments"], change["keys"], strict=True):
+            seg["key"] = key
+    if "model_id" in change:
+        doc["model_id"] = change["model_id"]
+    if "k" in change:
+        doc["segments"] = doc["segments"][: change["k"]]
+    path.write_text(json.dumps(doc))
+    plan_path = tmp_path / "p.toml"
+    plan_path.write_text(GIVEN_MODEL_PLAN.format(model="given.json"))
+    with pytest.raises(PlanError) as err:
+        load_plan(plan_path)
+    assert message in str(err.value)
+
+
+def test_one_model_applied_by_two_sections_is_refused(
+    sector: tuple[list[Node], DevPki], tmp_path: Path
+) -> None:
+    from protocols.plan import PlanError, load_plan
+
+    nodes, _ = sector
+    _made_elsewhere(nodes, tmp_path)
+    second = GIVEN_MODEL_PLAN.split("[[segmentation]]")[1].replace("s12_given", "s12_again")
+    plan_path = tmp_path / "p.toml"
+    plan_path.write_text(
+        GIVEN_MODEL_PLAN.format(model="given.json")
+        + "[[segmentation]]"
+        + second.format(model="given.json")
+    )
+    with pytest.raises(PlanError, match="is applied by another segmentation of this plan"):
+        load_plan(plan_path)
+
+
+def test_a_resumed_run_refuses_a_model_file_changed_since_it_began(
+    sector: tuple[list[Node], DevPki], tmp_path: Path
+) -> None:
+    from protocols.plan import load_plan
+
+    nodes, _ = sector
+    model_path, _ = _made_elsewhere(nodes, tmp_path)
+    plan_path = tmp_path / "p.toml"
+    plan_path.write_text(GIVEN_MODEL_PLAN.format(model="given.json"))
+    hs = handlers(sector, tmp_path / "ledgers")
+    state = RunStateStore(tmp_path / "state.sqlite")
+    calls = {"n": 0}
+
+    class Crash(Exception):
+        pass
+
+    def crash_mid_round(nid: str, task: Task, result: TaskResult) -> None:
+        calls["n"] += 1
+        if calls["n"] == 5 * 2 + 3:  # during the table round's masked inputs
+            raise Crash("coordinator killed")
+
+    def run_it(tr: InProcessTransport, run_id: str | None) -> dict[str, Any]:
+        settings = RunSettings("test-coordinator", len(nodes), 5, run_id=run_id, state=state)
+        return asyncio.run(run_plan(load_plan(plan_path), tr, settings, lambda _: None))
+
+    with pytest.raises(Crash):
+        run_it(transport(hs, crash_mid_round), "given-run")
+    before = {nid: len(h.ledger.entries()) for nid, h in hs.items()}
+    # Someone replaces the model file before the coordinator is restarted.
+    model_path.write_text(model_path.read_text().replace('"group 1"', '"group one"'))
+    with pytest.raises(RunAborted, match="changed since this run began"):
+        run_it(transport(hs), None)
+    assert {nid: len(h.ledger.entries()) for nid, h in hs.items()} == before
