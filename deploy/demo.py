@@ -134,17 +134,6 @@ def _truth_by_discipline(sector: Sector, year: int) -> dict[str, int]:
 
 def _summary(out: Path, release: dict[str, Any], sector: Sector, elapsed: float) -> None:
     tables = {t["analysis_id"]: t for t in release["tables"]}
-    # The per-discipline table if the plan has one (the demo's does), else the first table.
-    table = next(
-        (t for t in tables.values() if [d["name"] for d in t["dimensions"]] == ["discipline"]),
-        release["tables"][0],
-    )
-    year = int(
-        next(d for t in release["tables"] for d in t["dimensions"] if d["name"] == "quarter")[
-            "keys"
-        ][0][:4]
-    )
-    truth = _truth_by_discipline(sector, year)
     priv = release["privacy"]
     print()
     print(f"Release {release['release_id']}: {release['title']}")
@@ -153,6 +142,37 @@ def _summary(out: Path, release: dict[str, Any], sector: Sector, elapsed: float)
         f" {priv['rho_per_node']} (epsilon {priv['epsilon_per_node']:.2f} at delta"
         f" {priv['delta']:g}) of a yearly cap of rho {BUDGET_CAP}; mode: {priv['mode']}"
     )
+    _tickets_summary(tables, sector)
+    _reach_summary(tables, sector)
+    _segments_summary(release, out)
+    print(f"\nDone in {elapsed:.0f} s. Where to look:")
+    print(f"  {out / 'release.json'}   the release, with its full provenance")
+    for t in release["tables"]:
+        print(f"  {out / (t['analysis_id'] + '.csv')}   the table as CSV")
+    first = out / "nodes" / release["participants"][0]["institution_id"] / "node.toml"
+    print(f"  publiek-node ledger --config {first}   what left one institution")
+    print(f"  publiek-coordinator releases --store {out / 'releases.sqlite'}   the release store")
+    print(f"  publiek-coordinator status --state {out / 'state.sqlite'}   runs and nodes")
+    print(f"  {out / 'logs'}/   coordinator and node logs")
+
+
+def _tickets_summary(tables: dict[str, dict[str, Any]], sector: Sector) -> None:
+    """Tickets by discipline next to the synthetic truth, if the plan has that table (the demo
+    plan and the sector plan do; a plan of other statistics skips this)."""
+    table = next(
+        (
+            t
+            for t in tables.values()
+            if [d["name"] for d in t["dimensions"]] == ["discipline"]
+            and t.get("measure") == "tickets"
+        ),
+        None,
+    )
+    quarters = [d for t in tables.values() for d in t["dimensions"] if d["name"] == "quarter"]
+    if table is None or not quarters:
+        return
+    year = int(quarters[0]["keys"][0][:4])
+    truth = _truth_by_discipline(sector, year)
     print(f"\n  Tickets in {year} by discipline (estimate, 95% interval; synthetic truth):")
     cells = [c for c in table["cells"] if "discipline" in c]
     for cell in sorted(cells, key=lambda c: -(c["estimate"] or 0)):
@@ -171,17 +191,6 @@ def _summary(out: Path, release: dict[str, Any], sector: Sector, elapsed: float)
         f" {bound['max_cells']} cells and {bound['max_per_cell']} tickets a cell per customer)"
         " trim the heaviest buyers, so estimates can sit a little under the truth."
     )
-    _reach_summary(tables, sector)
-    _segments_summary(release, out)
-    print(f"\nDone in {elapsed:.0f} s. Where to look:")
-    print(f"  {out / 'release.json'}   the release, with its full provenance")
-    for t in release["tables"]:
-        print(f"  {out / (t['analysis_id'] + '.csv')}   the table as CSV")
-    first = out / "nodes" / release["participants"][0]["institution_id"] / "node.toml"
-    print(f"  publiek-node ledger --config {first}   what left one institution")
-    print(f"  publiek-coordinator releases --store {out / 'releases.sqlite'}   the release store")
-    print(f"  publiek-coordinator status --state {out / 'state.sqlite'}   runs and nodes")
-    print(f"  {out / 'logs'}/   coordinator and node logs")
 
 
 def _segments_summary(release: dict[str, Any], out: Path) -> None:
@@ -189,10 +198,11 @@ def _segments_summary(release: dict[str, Any], out: Path) -> None:
     and noisy share, and how an institution applies the model to its own customers."""
     for model in release.get("segmentations", []):
         card = model["card"]
-        print(
-            f"\n  {model['title']} (S12; epsilon {card['privacy']['epsilon_spent']:.2f} per node"
-            f" for the fit; docs/segmentation.md):"
-        )
+        if "applied" in card:
+            how = f"a model made before ({card['applied']['file']}), no fit; this run's shares"
+        else:
+            how = f"epsilon {card['privacy']['epsilon_spent']:.2f} per node for the fit"
+        print(f"\n  {model['title']} (S12; {how}; docs/segmentation.md):")
         for seg in model["segments"]:
             print(f"    {seg['key']}  {seg['share'] or 0:6.1%}  {seg['label']}")
         first = out / "nodes" / release["participants"][0]["institution_id"] / "node.toml"

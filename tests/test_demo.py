@@ -79,3 +79,45 @@ def test_demo_runs_and_leaves_a_release(tmp_path: Path) -> None:
         served.terminate()
         _, err = served.communicate(timeout=20)
     assert served.returncode == 0, err
+
+
+def test_demo_with_a_plan_of_other_statistics_applies_a_given_model(tmp_path: Path) -> None:
+    # A plan with no tickets table and no quarter (the summary used to assume both) that
+    # applies a segment model made elsewhere: next year's S12 with last year's centres.
+    import numpy as np
+
+    from protocols.dimensions import SEGMENT_KEYS
+    from protocols.features import customer_space
+    from protocols.segment_model import Segment, SegmentModel
+
+    space = customer_space()
+    rng = np.random.default_rng(5)
+    segments = tuple(
+        Segment(
+            key, f"group {i + 1}", "made elsewhere", tuple(map(float, rng.uniform(0, 1, space.dim)))
+        )
+        for i, key in enumerate(SEGMENT_KEYS[:3])
+    )
+    SegmentModel("seg-elsewhere-demo", "Made elsewhere", space, segments).write(
+        tmp_path / "model.json"
+    )
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[plan]\nid = "s12-applied"\nmode = "secure"\nmin_nodes = 3\n\n'
+        '[[segmentation]]\nid = "s12_applied"\nmodel = "model.json"\n\n'
+        '[[segmentation.table]]\nby = "region"\nrho = "0.05"\n'
+    )
+    out = tmp_path / "demo-output"
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.demo", "--institutions", "3", "--scale", "0.03",
+         "--out", str(out), "--plan", str(plan)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "a model made before (model.json), no fit; this run's shares" in result.stdout
+    release = json.loads((out / "release.json").read_text())
+    assert [t["analysis_id"] for t in release["tables"]] == ["s12_applied_by_region"]
+    [model] = release["segmentations"]
+    assert model["model_id"] == "seg-elsewhere-demo"
+    assert (out / "segment-model-seg-elsewhere-demo.json").is_file()
