@@ -38,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from node.ingest.matchkey import MatchKeySecret
 from node.ingest.pipeline import IngestSettings
 from node.ingest.sources import ParquetFile
 from node.reach import ReachData, reach_contribution
+from privacy.reach import ReachEstimate
 from protocols.messages import ReleaseMode
 from protocols.reach import ReachQuery
 from protocols.reach_plan import Reach, parse_reaches
@@ -117,19 +119,37 @@ def truth_type_overlaps(truth: GroundTruth, types: dict[str, str]) -> dict[tuple
     }
 
 
+@dataclass(frozen=True)
+class SectorRounds:
+    """The discipline (pairs) round and the sector sketch round after it, as a plan runs them:
+    the sector's buckets chosen from the pairs round's noisy count of people."""
+
+    pairs_q: ReachQuery
+    pairs_total: np.ndarray
+    pairs_var: float
+    sector_q: ReachQuery
+    sector: ReachEstimate
+
+
+def sector_rounds(reach: Reach, nodes: list[ReachData], salt: str, tag: str = "") -> SectorRounds:
+    """Salts ``<salt>-<tag>d`` and ``<salt>-<tag>s``."""
+    ids = len(nodes)
+    pairs_q = reach.query("discipline", f"{salt}-{tag}d")
+    total, var = secure_sum(pairs_q, nodes)
+    done = {"discipline": (pairs_q, {"sums": [int(v) for v in total]})}
+    m = auto_sector_buckets(reach, done, ids, ids)
+    sector_q = reach.query("sector", f"{salt}-{tag}s", sector_buckets=m)
+    s_total, s_var = secure_sum(sector_q, nodes)
+    sector = key_estimates(sector_q, s_total, s_var)[0].reach
+    return SectorRounds(pairs_q, total, var, sector_q, sector)
+
+
 def type_overlap_error(
     nodes: list[ReachData], truth: dict[tuple[str, str], float], seed: int, r: int
 ) -> float:
     """One repeat of the institution-type overlap (S9 by type), as the runner estimates it."""
     reach = plan_section(1.0, ["sector", "discipline", "institution_type"])
-    ids = len(nodes)
-    pairs_q = reach.query("discipline", f"bench-{seed}-{r}-td")
-    total, _ = secure_sum(pairs_q, nodes)
-    done = {"discipline": (pairs_q, {"sums": [int(v) for v in total]})}
-    m = auto_sector_buckets(reach, done, ids, ids)
-    sector_q = reach.query("sector", f"bench-{seed}-{r}-ts", sector_buckets=m)
-    s_total, s_var = secure_sum(sector_q, nodes)
-    sector = key_estimates(sector_q, s_total, s_var)[0].reach
+    sector = sector_rounds(reach, nodes, f"bench-{seed}-{r}", "t").sector
     type_q = reach.query("institution_type", f"bench-{seed}-{r}-tt")
     t_total, t_var = secure_sum(type_q, nodes)
     per_key = key_estimates(type_q, t_total, t_var)
@@ -188,27 +208,21 @@ def run(quick: bool, seed: int = 11) -> dict[str, Any]:
         nodes = build_nodes(sector, Path(tmp), secret)
     prepared = time.monotonic() - started
     reach = plan_section(1.0)
-    ids = len(nodes)
     reach_errors, overlap_errors, covered, buckets = [], [], [], []
     clean_errors: list[float] = []
     type_errors: list[float] = []
     for r in range(repeats):
         # A new salt per repeat, as every run has: the hashing's luck is part of the error.
-        pairs_q = reach.query("discipline", f"bench-{seed}-{r}-d")
-        total, var = secure_sum(pairs_q, nodes)
-        done = {"discipline": (pairs_q, {"sums": [int(v) for v in total]})}
-        m = auto_sector_buckets(reach, done, ids, ids)
-        sector_q = reach.query("sector", f"bench-{seed}-{r}-s", sector_buckets=m)
+        rounds = sector_rounds(reach, nodes, f"bench-{seed}-{r}")
+        sector_q, est = rounds.sector_q, rounds.sector
         buckets.append(sector_q.buckets)
-        s_total, s_var = secure_sum(sector_q, nodes)
-        est = key_estimates(sector_q, s_total, s_var)[0].reach
         reach_errors.append(abs(est.reach - true_reach) / true_reach)
         covered.append(abs(est.reach - true_reach) <= est.half_width())
         if r == 0:
             exact = np.sum(np.stack([reach_contribution(sector_q, d) for d in nodes]), axis=0)
             clean = key_estimates(sector_q, exact, 0.0)[0].reach
             clean_errors.append((clean.reach - true_reach) / true_reach)
-        pairs = pair_counts(pairs_q, total, var)
+        pairs = pair_counts(rounds.pairs_q, rounds.pairs_total, rounds.pairs_var)
         people = pair_people(pairs, est)
         overlaps = pair_overlaps(pairs, est)
         errors = []
