@@ -277,12 +277,7 @@ class Ledger:
                     return StoredAnswer(req.task_id, bytes(answer))
                 return PendingCharge(req.task_id, charged_period)
             if run_cap is not None:
-                in_run = _sum_rho(
-                    db.execute(
-                        "SELECT rho FROM charges WHERE run_id = ? AND task_id != ?",
-                        (req.run_id, req.task_id),
-                    ).fetchall()
-                )
+                in_run = _spent_in_run(db, req.run_id, req.task_id)
                 if in_run + req.rho > run_cap:
                     raise PublicError(
                         ErrorCode.POLICY_REFUSED,
@@ -405,11 +400,7 @@ class Ledger:
         is not a new cost.
         """
         with self._lock:
-            rows = self._db.execute(
-                "SELECT rho FROM charges WHERE run_id = ? AND task_id != ?",
-                (run_id, excluding if excluding is not None else ""),
-            ).fetchall()
-        return _sum_rho(rows)
+            return _spent_in_run(self._db, run_id, excluding if excluding is not None else "")
 
     def _left(self, spent: Rho) -> Rho:
         # A cap lowered below what was already spent leaves nothing, not a negative budget.
@@ -452,7 +443,11 @@ class Ledger:
         return [Refusal(*r) for r in rows]
 
 
-def _sum_rho(rows: list[tuple[str]]) -> Rho:
+def _spent_in_run(db: sqlite3.Connection, run_id: str, excluding: str) -> Rho:
+    """What the run's tasks other than ``excluding`` have been charged, in every period."""
+    rows = db.execute(
+        "SELECT rho FROM charges WHERE run_id = ? AND task_id != ?", (run_id, excluding)
+    ).fetchall()
     total = Rho.zero()
     for (rho,) in rows:
         total = total + Rho.parse(rho)
