@@ -40,9 +40,15 @@ QUERY = HistogramQuery(
 )
 
 
+@pytest.mark.parametrize("concurrent", [False, True], ids=["inline", "threads"])
 def test_two_rounds_of_one_run_opened_together_cannot_exceed_the_run_cap(
-    tmp_path: Path,
+    tmp_path: Path, concurrent: bool
 ) -> None:
+    """Inline, the nodes answer in the order the rounds ask, so every node is charged for the
+    same round: that round is released and the other is refused by all. On worker threads the
+    order is the scheduler's: nodes may be charged for different rounds, and then neither round
+    gathers enough masked inputs. Either way no node pays for more than one round and at most
+    one round is released."""
     pki = make_dev_pki(tmp_path / "pki", IDS)
     rows = [ticket_row(ticket_id=f"T{i}", order_id=f"O{i}", customer_id=f"C{i}") for i in range(6)]
     table = load_ticket_lines(write_tickets(tmp_path / "t.csv", rows))
@@ -60,7 +66,8 @@ def test_two_rounds_of_one_run_opened_together_cannot_exceed_the_run_cap(
         for nid in IDS
     }
     transport = InProcessTransport(
-        {nid: functools.partial(h.handle, requester="hostile") for nid, h in handlers.items()}
+        {nid: functools.partial(h.handle, requester="hostile") for nid, h in handlers.items()},
+        concurrent=concurrent,
     )
     params = SecureParams.for_plan(len(IDS), 2, None, None)
 
@@ -81,9 +88,12 @@ def test_two_rounds_of_one_run_opened_together_cannot_exceed_the_run_cap(
     outcomes = asyncio.run(both())
     failed = [o for o in outcomes if isinstance(o, SecureRoundFailed)]
     done = [o for o in outcomes if not isinstance(o, BaseException)]
-    # One round is released; the other finds no node willing to be charged for it.
-    assert len(done) == 1 and len(failed) == 1, outcomes
-    assert "masked inputs arrived" in str(failed[0])
+    assert len(done) + len(failed) == 2, outcomes
+    assert len(done) <= 1, outcomes
+    if not concurrent:
+        # One round is released; the other finds no node willing to be charged for it.
+        assert len(done) == 1, outcomes
+        assert "masked inputs arrived" in str(failed[0])
     for nid, h in handlers.items():
         assert h.ledger.spent_in_run("run-x") == Rho.parse("0.2"), nid
         [refusal] = [r for r in h.ledger.refusals() if "one run may cost" in r.reason]
