@@ -591,6 +591,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
             f"  {reach.id}: S7-S10 reach of distinct people, {reach.years[0]}-{reach.years[1]},"
             f" rho {reach.total_rho.shown} in {len(reach.by)} round(s): {rounds}"
         )
+        if "region" in reach.by:
+            table = reach.households
+            given = f" from {table.file} (sha256 {table.sha256[:12]})" if table.file else ""
+            missing = f"; no count for {', '.join(table.missing)}" if table.missing else ""
+            print(f"    S8 households{given}: {table.source}{missing}")
     return 0
 
 

@@ -28,8 +28,6 @@ from coordinator.state import RunStateStore
 from coordinator.transport import Transport
 from privacy.distributed import DistributedGaussian
 from privacy.reach import Z95, ReachEstimate, frequency, interval, sector_buckets
-from protocols.households import HOUSEHOLDS
-from protocols.households import SOURCE as HOUSEHOLDS_SOURCE
 from protocols.identity import PeerVerifier
 from protocols.plan import Plan
 from protocols.reach import MAX_BUCKETS, MIN_BUCKETS, ReachQuery
@@ -79,6 +77,12 @@ async def run_reach(
     progress: Progress,
 ) -> list[dict[str, Any]]:
     """Run (or restore) every round of the section; its release tables."""
+    if "region" in reach.by and not reach.households.read:
+        raise ReachFailed(
+            f"the household table {reach.households.file!r} was not read: a plan that names one"
+            " must be loaded from its file (the path is relative to the plan's folder)",
+            (),
+        )
     params = SecureParams.for_plan(len(participants), plan.min_nodes, plan.degree, plan.threshold)
     timeout_ms = int(plan.task_timeout_s * 1000)
     records = state.analyses(run_id) if state is not None else {}
@@ -387,7 +391,7 @@ def reach_tables(
     if by == "region":
         cells = []
         for k in per_key:
-            households = HOUSEHOLDS.get(k.key)
+            households = reach.households.get(k.key)
             if households is None:
                 continue
             cells.append(
@@ -407,7 +411,7 @@ def reach_tables(
                 measure="people_per_1000_households",
                 dimensions=[("region", tuple(c["region"] for c in cells))],
                 cells=cells,
-                note=f"households: {HOUSEHOLDS_SOURCE}",
+                note=reach.households.note,
             )
         )
     if by == "institution_type":

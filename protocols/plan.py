@@ -213,8 +213,8 @@ def _analysis(
 
 
 def parse_plan(text: str, source: str = "plan", base: Path | None = None) -> Plan:
-    """A plan from its TOML text; ``base``: the folder files it names (a segment model) are
-    relative to. Raises PlanError listing every problem."""
+    """A plan from its TOML text; ``base``: the folder files it names (a segment model, a
+    household table) are relative to. Raises PlanError listing every problem."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -275,7 +275,7 @@ def parse_plan(text: str, source: str = "plan", base: Path | None = None) -> Pla
     seen: set[str] = set()
     analyses = [_analysis(a, i, mode, problems, seen) for i, a in enumerate(raw_analyses)]
     segmentations = parse_segmentations(raw.get("segmentation"), mode, delta, problems, seen, base)
-    reaches = parse_reaches(raw.get("reach"), mode, delta, problems, seen)
+    reaches = parse_reaches(raw.get("reach"), mode, delta, problems, seen, base)
     if problems:
         raise PlanError(source, problems)
     return Plan(

@@ -10,6 +10,8 @@
     # buckets = { sector = "auto", region = 256, institution_type = 256 }
     # split = { sector = 3, region = 1, discipline = 1, institution_type = 1 }  # budget weights
     # sector_copies = 2        # independent sketches in the sector round
+    # households = "households-2025.csv"   # S8's denominators (region,households), relative
+    # households_source = "CBS StatLine 71486ned and Statbel, 1 January 2025"  # to the plan
 
 Each ``by`` is one secure round (``protocols/reach.py``); the budget is split over them by the
 weights of ``split`` (exactly: rho * weight / sum of weights). What each round gives: sector ->
@@ -19,7 +21,8 @@ layout, no sketch): S7 by discipline and S9 (overlap between disciplines); insti
 a sketch per type: S9 (overlap between institution types). S9 needs the sector round's
 cross-visiting (docs/reach.md). The discipline round runs first: its count of people sets the
 sector sketch's buckets when they are "auto". Secure mode only. The bucket hash is salted per
-run and round at run time.
+run and round at run time. S8's household counts are public data: the built-in table
+(``protocols/households.py``) unless the plan names a file and says where it comes from.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, Final
 
 from privacy.budget import InvalidBudget, Rho, rho_for_epsilon
 from protocols.dimensions import public_keys
 from protocols.errors import MalformedMessage
+from protocols.households import BUILT_IN, HouseholdsError, HouseholdTable, read_households
 from protocols.messages import Dimension, ReleaseMode
 from protocols.plan_sections import section_tables
 from protocols.reach import (
@@ -77,6 +82,8 @@ _FIELDS: Final[frozenset[str]] = frozenset(
         "buckets",
         "split",
         "sector_copies",
+        "households",
+        "households_source",
     }
 )
 
@@ -93,6 +100,7 @@ class Reach:
     buckets: tuple[tuple[str, int], ...]
     split: tuple[tuple[str, int], ...] = ()  # budget weights of the rounds (default: even)
     sector_copies: int = 1
+    households: HouseholdTable = BUILT_IN  # S8's denominators (public)
 
     @property
     def total_rho(self) -> Rho:
@@ -149,10 +157,50 @@ def round_salt(run_id: str, reach_id: str, by: str) -> str:
     return hashlib.sha256(f"{run_id}\x00{reach_id}\x00{by}".encode()).hexdigest()[:32]
 
 
+def _households(
+    r: dict[str, Any], where: str, base: Path | None, problems: list[str]
+) -> HouseholdTable:
+    """S8's household counts: the plan's file (relative to the plan's folder ``base``) with
+    its stated source, or the built-in table."""
+    name, source = r.get("households"), r.get("households_source")
+    if name is None:
+        if source is not None:
+            problems.append(f"{where}: households_source is given without a households file")
+        return BUILT_IN
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"{where}: households must be the path of a CSV file (region,households)")
+        return BUILT_IN
+    if not isinstance(source, str) or not source.strip():
+        # A release names where its denominators come from, so a reader can check them.
+        problems.append(
+            f"{where}: households_source must say where the counts of {name} come from"
+            ' (e.g. "CBS StatLine 71486ned and Statbel, 1 January 2025")'
+        )
+        return BUILT_IN
+    if base is None:
+        # A plan from text only (say, the run state checking a plan it stored): the file is
+        # named, not read; a run refuses it before any round (``HouseholdTable.read``).
+        return HouseholdTable((), source.strip(), name)
+    path = Path(name) if Path(name).is_absolute() else base / name
+    try:
+        return read_households(path, name, source.strip())
+    except HouseholdsError as err:
+        problems.append(f"{where}: households {name}: " + "; ".join(err.problems))
+    except OSError as err:
+        problems.append(f"{where}: households {name}: cannot be read ({err.strerror or err})")
+    return BUILT_IN
+
+
 def parse_reaches(
-    raw: Any, mode: ReleaseMode, delta: float, problems: list[str], seen: set[str]
+    raw: Any,
+    mode: ReleaseMode,
+    delta: float,
+    problems: list[str],
+    seen: set[str],
+    base: Path | None = None,
 ) -> tuple[Reach, ...]:
-    """The plan's [[reach]] sections; every problem goes into ``problems``."""
+    """The plan's [[reach]] sections; every problem goes into ``problems``. ``base``: the plan
+    file's folder, which a ``households`` path is relative to."""
     out = []
     for r, rid, where, before in section_tables(
         raw,
@@ -258,6 +306,7 @@ def parse_reaches(
                     problems.append(f"{where}: rho must be positive")
             except InvalidBudget as err:
                 problems.append(f"{where}: {err}")
+        households = _households(r, where, base, problems)
         if len(problems) > before or rho is None or not by:
             continue
         reach = Reach(
@@ -271,6 +320,7 @@ def parse_reaches(
             buckets=tuple(sorted(buckets.items())),
             split=tuple(sorted(split.items())),
             sector_copies=copies,
+            households=households,
         )
         for b in reach.by:
             try:

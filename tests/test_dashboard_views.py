@@ -246,3 +246,27 @@ def test_a_segmentation_of_another_shape_is_shown_as_it_is(tmp_path) -> None:
         view = views.release_view(store.put(doc))
     assert view.segmentations == ()
     assert [name for name, _ in view.other] == ["segmentations"]
+
+
+def test_an_estimated_table_says_how_and_what_its_interval_leaves_out(tmp_path) -> None:
+    # A reach table (S7-S10) carries its method and a note, such as where S8's households come
+    # from; the page shows both (as text), and tables without them show no method.
+    doc = release_of(sector_plan(), 1)
+    first = doc["tables"][0]
+    first["reach"] = {
+        "section": "reach",
+        "method": "distinct people from sketches <b>summed</b>. Intervals cover the noise.",
+        "note": "households: CBS StatLine 71486ned (file h.csv, sha256 ab12)",
+    }
+    with ReleaseStore(tmp_path / "r.sqlite") as store:
+        stored = store.put(_with(doc))
+    view = views.release_view(stored)
+    shown = {t.analysis_id: t for t in view.tables}
+    assert shown[first["analysis_id"]].method.startswith("distinct people")
+    assert all(not t.method for t in view.tables if t.analysis_id != first["analysis_id"])
+    html = pages.release_page(view, pages.served_links("/"))
+    assert html.count("<dt>Method</dt>") == 1
+    assert (
+        "Distinct people from sketches &lt;b&gt;summed&lt;/b&gt;. Intervals cover the noise."
+        " Note: households: CBS StatLine 71486ned (file h.csv, sha256 ab12)." in html
+    )

@@ -95,6 +95,9 @@ class TableView:
     n_contributors: int
     excluded: tuple[tuple[str, str], ...]
     open_table: bool
+    # Estimated tables (reach, S7-S10) say how, and what their intervals leave out.
+    method: str = ""
+    method_note: str = ""
 
     @property
     def by(self) -> str:
@@ -452,6 +455,8 @@ def table_view(
         n_contributors=len(table["contributors"]),
         excluded=tuple((e["institution_id"], e["reason"]) for e in table.get("excluded", [])),
         open_table=len(cells) <= OPEN_TABLE_CELLS,
+        method=str(table.get("reach", {}).get("method", "")),
+        method_note=str(table.get("reach", {}).get("note", "")),
     )
 
 
