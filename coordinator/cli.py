@@ -266,9 +266,11 @@ async def _run(args: argparse.Namespace) -> int:
                 f" plan {plan.id!r} with {len(plan.analyses)} analysis(es),"
                 f" rho {plan.rho_per_node} per node"
             )
+            run_id = _start_run(state, plan, progress)
+            # Written once the run is recorded: whoever waits for the port (a script, a test)
+            # can ask `status` about the run straight away.
             if args.port_file:
                 args.port_file.write_text(f"{port}\n", encoding="utf-8")
-            run_id = _start_run(state, plan, progress)
             recorder = asyncio.create_task(_record_while_running(registry, state, run_id, known))
             return await _run_and_publish(
                 args, plan, tls, run_id, registry, state, store, progress, stop

@@ -9,10 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from node.policy import Policy
 from protocols.messages import ReleaseMode
 from protocols.vocabulary import REQUIRED_COLUMNS
+
+# Property tests check behaviour, not speed (benchmarks do that): Hypothesis's default 200 ms
+# deadline per example only turns a stall of a loaded CI machine into a failure.
+settings.register_profile("publiek", deadline=None)
+settings.load_profile("publiek")
 
 # Nodes accept only secure aggregation unless they opt in; tests of open mode opt in.
 OPEN_POLICY = Policy(allowed_modes=frozenset({ReleaseMode.OPEN}))

@@ -138,8 +138,14 @@ def test_killed_coordinator_resumes_and_charges_no_node_twice(tmp_path: Path) ->
         # inputs (they are charged) and before anything of that analysis was released.
         first.wait_for("analysis 2/3", 120)
         first.wait_for("secure round, masked input: 5/5 answered", 60, after="analysis 2/3")
+        # Freeze the nodes first: the round cannot move on without their answers, so the kill
+        # lands mid-round however late this process is woken to send it.
+        for n in nodes:
+            n.send_signal(signal.SIGSTOP)
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(10)
+        for n in nodes:
+            n.send_signal(signal.SIGCONT)
 
         coordinators.append(second := Coordinator(args, tmp_path))
         second.proc.wait(180)
@@ -152,6 +158,7 @@ def test_killed_coordinator_resumes_and_charges_no_node_twice(tmp_path: Path) ->
     finally:
         for p in nodes:
             p.send_signal(signal.SIGTERM)
+            p.send_signal(signal.SIGCONT)  # if a failure left it frozen
         for p in nodes:
             try:
                 p.wait(20)

@@ -68,13 +68,17 @@ def test_it_recovers_well_separated_clusters(
     model, parts, labels, _ = fitted
     assert model.cluster_centers_.shape == (3, 2)
     centres = _matched(model.cluster_centers_)
-    # 4,500 points at epsilon 1: a centre is off by about 0.01; random centres by ~0.3.
+    # 4,500 points at epsilon 1: a centre is off by about 0.01 (largest of 120 fits 0.040, a
+    # false alarm near 1e-5); random centres by ~0.3.
     assert np.abs(centres - TRUE_CENTRES).max() < 0.05
     x, truth = np.vstack(parts), np.concatenate(labels)
     assert adjusted_rand_score(truth, model.predict(x)) > 0.95
     assert [len(lab) for lab in model.labels_] == [p.shape[0] for p in parts]
     # Its cost is that of the true centres up to noise (the blobs' own spread: 2 * 0.04^2).
-    assert model.cost(x) / x.shape[0] < 1.2 * 2 * 0.04**2
+    # Over 120 fits the ratio was 1.062 +- 0.035, at most 1.228 (a scaled chi-square with about
+    # 6 degrees of freedom: above 1.5 below 1e-8); a fit that merges two clusters is many
+    # times worse.
+    assert model.cost(x) / x.shape[0] < 1.5 * 2 * 0.04**2
     # predict works on rows it never saw, in the features' own units
     assert model.predict([[0.21, 0.19], [0.5, 0.79]]).tolist() == [
         int(model.predict([c])[0]) for c in TRUE_CENTRES[[0, 2]]

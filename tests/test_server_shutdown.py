@@ -51,9 +51,12 @@ def test_stopping_with_open_sessions_ends_them_with_records_and_nothing_escapes(
     assert len(codes) == 2 and left == 0  # both nodes told the stream ended, none registered
     events = [r.__dict__.get("event") for r in records]
     # Each session ends on our side with a record: cancelled in the servicer (mostly), or a
-    # stream error seen by the read loop when grpc cancels the read first.
+    # stream error seen by the read loop when grpc cancels the read first. Which of the two is
+    # the scheduler's choice (1 in 80 sessions took the second path), so only their number is
+    # checked, and that neither ended in an internal error; a cancellation let out of the
+    # servicer is caught below either way.
     assert events.count("node_disconnected") == 2, events
-    assert events.count("session_cancelled") >= 1, events
+    assert "internal_error" not in events, events
     # grpc may say, in one line, that it aborted the open calls ("Aborting method ... due to
     # server stop"): that is the stop working. What must not come is an error about a
     # servicer that let its cancellation out ("Exception not handled ...", with a traceback).
