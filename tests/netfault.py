@@ -19,6 +19,7 @@ class FaultyLink:
         self.connections = 0  # accepted while up: each reconnect counts
         self._up = True
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     def cut(self) -> None:
         """Drop every open connection and refuse new ones until ``restore``."""
@@ -42,7 +43,31 @@ class FaultyLink:
         finally:
             dst.transport.abort()
 
+    async def close(self) -> None:
+        """Cut the link and end every connection's forwarding, even one asleep in a delay: a
+        handler still running when the event loop closes is cancelled there, and asyncio's
+        stream callback then leaves its sockets unclosed (a ResourceWarning pytest reports)."""
+        self.cut()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+
     async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._forward(client_r, client_w)
+        except asyncio.CancelledError:
+            # Ended by close(): the connection is aborted; ending normally lets asyncio's stream
+            # callback see a finished task (it does not close the transports of a cancelled one).
+            client_w.transport.abort()
+        finally:
+            self._handlers.discard(task)
+
+    async def _forward(
+        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    ) -> None:
         if not self._up:
             client_w.transport.abort()
             return
@@ -67,6 +92,6 @@ async def faulty_link(target_port: int) -> AsyncIterator[tuple[int, FaultyLink]]
     try:
         yield port, link
     finally:
-        link.cut()
+        await link.close()
         server.close()
         await server.wait_closed()
