@@ -24,19 +24,12 @@ from protocols.serde import decode_coordinator_message, encode_node_message
 from protocols.transport import CONNECT_METHOD
 from tests.conftest import ticket_row, write_tickets
 from tests.federation import coordinator, start_node, write_node_config
+from tests.ports import unused_port
 
 
 @pytest.fixture
 def tickets(tmp_path: Path) -> Path:
     return write_tickets(tmp_path / "t.csv", [ticket_row(ticket_id=f"T{i}") for i in range(20)])
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _no_ledger_entries(folder: Path) -> None:
@@ -94,7 +87,7 @@ def test_newer_node_against_older_coordinator(
 
 
 def test_node_with_no_coordinator_retries_then_gives_up(tmp_path: Path, tickets: Path) -> None:
-    port = _free_port()  # nothing listens here
+    port = unused_port()  # nothing listens here
 
     async def scenario() -> tuple[int, str]:
         cfg = write_node_config(tmp_path / "n", "inst-01", "theatre", tickets, port, None)
@@ -236,7 +229,7 @@ def test_node_reconnects_after_the_coordinator_restarts(tmp_path: Path, tickets:
     handler = TaskHandler(
         NodeIdentity("inst-01", "theatre"), load_ticket_lines(tickets), ledger, Policy()
     )
-    port = _free_port()
+    port = unused_port()
 
     async def serve_until_connected() -> CoordinatorServer:
         server = CoordinatorServer(NodeRegistry(), "c", tls=None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from node.ledger import BudgetCap, Ledger, Period
 from privacy.budget import Rho
 from synthetic import SectorConfig, generate_sector
 from tests.federation import write_node_config
+from tests.ports import unused_port
 
 PLAN = """
 [plan]
@@ -47,12 +47,6 @@ ANALYSES = [
     ("a2", '["discipline", "quarter"]'),
     ("a3", '["quarter"]'),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Coordinator:
@@ -102,7 +96,7 @@ def test_killed_coordinator_resumes_and_charges_no_node_twice(tmp_path: Path) ->
     sector.write(tmp_path / "sector")
     ids = [i.institution_id for i in sector.institutions]
     pki = make_dev_pki(tmp_path / "pki", ids)
-    port = _free_port()
+    port = unused_port()
     plan = tmp_path / "plan.toml"
     plan.write_text(
         PLAN.format(analyses="".join(ANALYSIS.format(id=a, dims=d) for a, d in ANALYSES))

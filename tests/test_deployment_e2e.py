@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from node.ledger import BudgetCap, Ledger, Period
 from privacy.budget import Rho
 from synthetic import SectorConfig, generate_sector
 from tests.federation import NODE_CONFIG
+from tests.ports import unused_port
 
 PLAN = """
 [plan]
@@ -53,12 +53,6 @@ rho = "0.1"
 ANALYSES = [("a1", '["discipline"]'), ("a2", '["quarter"]'), ("a3", '["discipline", "quarter"]')]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 GRPC_CORE_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Process:
@@ -169,7 +163,7 @@ def test_a_deployment_with_revocation_a_foreign_ca_and_a_node_restart(
     sector.write(tmp_path / "sector")
     insts = {i.institution_id: i for i in sector.institutions}
     good, revoked_id = sorted(insts)[:5], sorted(insts)[5]
-    port = _free_port()
+    port = unused_port()
     ca = tmp_path / "ca"
 
     # The sector body makes its CA; every institution enrols; one is revoked again.

@@ -25,6 +25,7 @@ pytest.importorskip("flwr", reason="the Flower runtime needs the flower extra")
 from deploy.flower_sim import write_sector
 from node.ledger import BudgetCap, Ledger, Period
 from privacy.budget import Rho
+from tests.ports import unused_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -47,12 +48,6 @@ rho = "0.1"
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _listening(port: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -70,7 +65,7 @@ def test_a_secure_plan_on_flowers_deployment_engine(tmp_path: Path) -> None:
     plan.write_text(PLAN)
     home = tmp_path / "flwr-home"  # Flower's apps, run environments and CLI config
     home.mkdir()
-    link = _free_port()
+    link = unused_port()
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
         f'address = "127.0.0.1:{link}"\ninsecure = true\n'
@@ -102,7 +97,7 @@ def test_a_secure_plan_on_flowers_deployment_engine(tmp_path: Path) -> None:
         for i, config in enumerate(configs):
             start(
                 [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link}",
-                 "--port", str(_free_port()), "--node-config", f'publiek-config="{config}"'],
+                 "--port", str(unused_port()), "--node-config", f'publiek-config="{config}"'],
                 f"supernode-{i}.log",
             )  # fmt: skip
         run_config = " ".join(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from node.ingest.problems import DataError
 from node.ingest.sources import SqlQuery, file_source
 from synthetic import SectorConfig, generate_sector
 from synthetic.schema import TICKET_LINE_COLUMNS, write_ticket_line_csv
+from tests.ports import unused_port
 
 TODAY = date(2026, 11, 21)
 SERVER_USER = "nobody"
@@ -37,13 +37,6 @@ SERVER_USER = "nobody"
 def _server_binaries() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: p.parts[-3])
     return found[-1].parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _as_server_user(argv: list[str]) -> list[str]:
@@ -69,7 +62,7 @@ def postgres_url() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(folder, SERVER_USER)
         shutil.chown(sockets, SERVER_USER)
-    port = _free_port()
+    port = unused_port()
     log = folder / "server.log"
     run = {"check": True, "capture_output": True, "text": True, "timeout": 120}
     try:
