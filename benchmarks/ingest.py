@@ -48,6 +48,14 @@ def make_data(folder: Path, rows: int) -> dict[str, Path]:
         if tickets.height >= rows:
             break
         scale *= 1.5
+    # The eight institutions' exports become one: their own numbering of performances and
+    # customers would collide (P000002 at two houses is two performances), so each is prefixed
+    # with its house, as a merged export of several houses would do. Orders and tickets are
+    # numbered sector-wide already.
+    tickets = tickets.with_columns(
+        pl.concat_str("institution_id", pl.lit(":"), c).alias(c)
+        for c in ("performance_id", "customer_id")
+    )
     csv = folder / "ticket_line.csv"
     write_ticket_line_csv(tickets.select(TICKET_LINE_COLUMNS).head(rows), csv)
     pc4 = folder / "pc4.csv"
