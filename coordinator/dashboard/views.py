@@ -407,6 +407,7 @@ def table_view(
     partners = [titles.get(a, a) for a in post.get("consistent_with", [])]
     bound = noise["bound"]
     per_cell = labels.number(bound["max_per_cell"], divisor)
+    estimated = table.get("reach", {})  # S7-S10: how the estimate was made
     return TableView(
         analysis_id=table["analysis_id"],
         title=table["title"],
@@ -455,8 +456,8 @@ def table_view(
         n_contributors=len(table["contributors"]),
         excluded=tuple((e["institution_id"], e["reason"]) for e in table.get("excluded", [])),
         open_table=len(cells) <= OPEN_TABLE_CELLS,
-        method=str(table.get("reach", {}).get("method", "")),
-        method_note=str(table.get("reach", {}).get("note", "")),
+        method=str(estimated.get("method", "")),
+        method_note=str(estimated.get("note", "")),
     )
 
 
