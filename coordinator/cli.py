@@ -28,8 +28,11 @@ from coordinator.server import CoordinatorServer, ServerTls, TlsConfigError
 from coordinator.sqlitefile import CoordinatorFileError
 from coordinator.state import NodeSnapshot, RunRecord, RunStateStore
 from coordinator.store import ExportFormat, ReleaseStore, write_exclusive
+from privacy.budget import Rho
+from privacy.clustering.budget import Schedule
 from protocols.identity import PeerVerifier
 from protocols.logs import LOG_FORMATS, default_log_format, setup_logging
+from protocols.messages import MAX_CELLS, ReleaseMode
 from protocols.plan import EXAMPLE, Plan, PlanError, load_plan
 from protocols.version import PROTOCOL_VERSION, software_version
 
@@ -561,6 +564,98 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(args.store, args.host, args.port)
 
 
+# What a node refuses unless its institution's policy says otherwise: the defaults of
+# node/policy.py (Policy; the table in docs/node-data.md). coordinator/ never imports node/, so
+# check-plan states them here; tests/test_check_plan_policy.py compares them with
+# node.policy.Policy() so the two cannot drift apart.
+DEFAULT_POLICY_MODES = frozenset({ReleaseMode.SECURE})  # allowed_modes
+DEFAULT_POLICY_MIN_N_MIN = 2  # min_n_min
+DEFAULT_POLICY_MAX_RHO_PER_TASK = Rho.parse("0.5")  # max_rho_per_task
+DEFAULT_POLICY_MAX_CELLS = MAX_CELLS  # max_cells (the plan parser refuses more already)
+SOCIAL_TARIFF_KEY = "social"  # a price_type key refused unless allow_social_tariff = true
+
+
+def default_policy_refusals(plan: Plan) -> list[str]:
+    """What every node with the default policy would refuse in ``plan``, and why: each as
+    "<part of the plan>: <reason>; nodes must allow it in their policy (<setting>)".
+
+    A node checks every task (an analysis, a round of a segmentation or of a reach section)
+    against its policy before anything is charged (node/policy.py ``Policy.reasons``); these
+    are the same rules at their default limits. They are warnings, not errors: a sector's
+    nodes may have changed their policy."""
+    out: list[str] = []
+
+    def refuse(what: str, reason: str, setting: str) -> None:
+        out.append(f"{what}: {reason}; nodes must allow it in their policy ({setting})")
+
+    # Sections ([[segmentation]], [[reach]]) run in secure mode only, so open mode is the
+    # analyses'.
+    if plan.analyses and plan.mode not in DEFAULT_POLICY_MODES:
+        refuse(
+            f"all {len(plan.analyses)} analysis(es)",
+            f"release mode {plan.mode.value!r} shows the coordinator each node's own noisy"
+            " table, and the default allows secure mode only",
+            'allowed_modes = ["secure", "open"]',
+        )
+    if plan.mode is ReleaseMode.SECURE and plan.min_nodes < DEFAULT_POLICY_MIN_N_MIN:
+        refuse(
+            "every round of this plan",
+            f"min_nodes = {plan.min_nodes} lets a round release a sum of {plan.min_nodes}"
+            f" institution(s), and the default takes part only in sums of at least"
+            f" {DEFAULT_POLICY_MIN_N_MIN} (n_min)",
+            f"min_n_min = {plan.min_nodes}",
+        )
+    # Every task: (what, its rho, its cells where known before the run).
+    tasks: list[tuple[str, Rho, int | None]] = [
+        (f"analysis {a.id!r}", a.query.rho, a.query.n_cells) for a in plan.analyses
+    ]
+    for seg in plan.segmentations:
+        if seg.model is None:
+            # As the node preview counts it (node/segment_preview.py): the tree may stop after
+            # its root (the leaf round then takes every level's share) and Lloyd after one round
+            # (the last then takes the rest).
+            s = Schedule(seg.rho, seg.k, seg.max_depth, seg.max_lloyd_rounds)
+            fit = max(s.leaves_rho_after(1), s.lloyd_rho(seg.max_lloyd_rounds - 1, final=True))
+            tasks.append((f"segmentation {seg.id!r}, its largest fit round", fit, None))
+        tasks += [(f"segmentation {seg.id!r}, table {t.id!r}", t.rho, None) for t in seg.tables]
+    for reach in plan.reaches:
+        tasks += [
+            (f"reach {reach.id!r}, round by {by}", reach.round_rho(by), reach.query(by).n_cells)
+            for by in reach.run_order
+        ]
+    for what, rho, cells in tasks:
+        if rho > DEFAULT_POLICY_MAX_RHO_PER_TASK:
+            refuse(
+                what,
+                f"one task costs rho {rho.shown}, and the default allows at most rho"
+                f" {DEFAULT_POLICY_MAX_RHO_PER_TASK} per task",
+                f'max_rho_per_task = "{rho}"',
+            )
+        if cells is not None and cells > DEFAULT_POLICY_MAX_CELLS:
+            refuse(
+                what,
+                f"it has {cells} cells, and the default allows at most {DEFAULT_POLICY_MAX_CELLS}",
+                f"max_cells = {cells}",
+            )
+    for a in plan.analyses:
+        for d in a.query.dimensions:
+            if d.name == "price_type" and SOCIAL_TARIFF_KEY in d.keys:
+                others = [k for k in d.keys if k != SOCIAL_TARIFF_KEY]
+                # The plan can leave it out instead: the same keys without it, as TOML.
+                instead = (
+                    f" (a plan leaves it out with keys = {{ price_type = {json.dumps(others)} }})"
+                    if others
+                    else ""
+                )
+                refuse(
+                    f"analysis {a.id!r}",
+                    "its price_type keys include the social tariff, which can reveal poverty"
+                    + instead,
+                    "allow_social_tariff = true",
+                )
+    return out
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     sections = [f"{len(plan.analyses)} analysis(es)"]
@@ -598,6 +693,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
             given = f" from {table.file} (sha256 {table.sha256[:12]})" if table.file else ""
             missing = f"; no count for {', '.join(table.missing)}" if table.missing else ""
             print(f"    S8 households{given}: {table.source}{missing}")
+    # Valid, but refused by default: a warning and still exit 0 (the sector's nodes may have
+    # changed their policy; each node's `publiek-node preview` gives its own verdict).
+    for refusal in default_policy_refusals(plan):
+        print(f"warning: every node with the default policy will refuse {refusal}")
     return 0
 
 

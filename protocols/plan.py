@@ -4,7 +4,9 @@ A plan is part of the contract: the coordinator runs it, and a node previews it 
 release, at what cost, does my policy accept it) before it joins.
 
 ``load_plan`` reports every problem in a plan at once (with the analysis it belongs to), so an
-operator fixes a plan in one pass rather than one error per attempt.
+operator fixes a plan in one pass rather than one error per attempt. Parsing is strict: a key a
+table does not take is a problem (with the closest key it does take), never ignored, and a
+number that must be whole is refused when it is not (100.5, true, "8"), never rounded.
 """
 
 from __future__ import annotations
@@ -14,18 +16,88 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeGuard
 
 from privacy.bounding import ContributionBound, InvalidBound
 from privacy.budget import InvalidBudget, Rho, compose
 from protocols.dimensions import PUBLIC_DIMENSIONS, public_keys
 from protocols.errors import MalformedMessage
 from protocols.messages import MEASURES, Dimension, HistogramQuery, ReleaseMode
+from protocols.plan_sections import closest, shown, unknown_keys, whole_number
 from protocols.reach_plan import Reach, parse_reaches
+from protocols.segmentation_plan import STATISTIC as SEGMENT_STATISTIC
 from protocols.segmentation_plan import Segmentation, parse_segmentations
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 MAX_ANALYSES = 200
+
+# The sector statistics (../shared/domain/README.md, "Statistics"; docs/statistics.md). An
+# [[analysis]] is one histogram of each institution's own customers, summed over institutions:
+# S1-S6, which need no matching of people across institutions. The others count distinct people
+# across institutions and come from sections of their own (S7-S10: [[reach]], S12:
+# [[segmentation]]) or from nothing yet (S11). Summed per-institution counts would count a
+# person once per institution visited, so an [[analysis]] under one of those codes would publish
+# something else under its name, and a node's allowed_statistics would judge it by that name.
+STATISTICS: Final[dict[str, str]] = {
+    "S1": "tickets, visits, performances, occupancy by discipline x region x period",
+    "S2": "revenue, mean price, share discounted / youth / social tariff",
+    "S3": "channel mix, booking lead time, tickets per order",
+    "S4": "distance travelled (bands), share from own municipality",
+    "S5": "bookers per institution type, visit frequency, new vs returning, retention",
+    "S6": "age-band composition of bookers",
+    "S7": "sector and regional reach (distinct people)",
+    "S8": "participation rate per 1,000 households by home region",
+    "S9": "cross-visiting / overlap between disciplines and institution types",
+    "S10": "sector-level visit frequency per person",
+    "S11": "recovery and churn vs 2019, first time in the sector",
+    "S12": "segment distribution vs population, from the federated segmentation",
+}
+ANALYSIS_STATISTICS: Final[tuple[str, ...]] = ("S1", "S2", "S3", "S4", "S5", "S6")
+_COMES_FROM: Final[dict[str, str]] = {
+    **dict.fromkeys(("S7", "S8", "S9", "S10"), "comes from a [[reach]] section"),
+    "S11": "needs people matched across institutions, which no plan section computes yet",
+    SEGMENT_STATISTIC: "comes from a [[segmentation]] section",
+}
+
+# The keys each table of a plan takes ([[segmentation]] and [[reach]] list their own).
+SECTIONS: Final[frozenset[str]] = frozenset({"plan", "analysis", "segmentation", "reach"})
+PLAN_KEYS: Final[frozenset[str]] = frozenset(
+    {
+        "id",
+        "title",
+        "mode",
+        "min_nodes",
+        "degree",
+        "threshold",
+        "task_timeout_s",
+        "delta",
+        "suppress_below",
+    }
+)
+ANALYSIS_KEYS: Final[frozenset[str]] = frozenset(
+    {
+        "id",
+        "title",
+        "statistic",
+        "measure",
+        "dimensions",
+        "keys",
+        "years",
+        "max_cells",
+        "max_per_cell",
+        "rho",
+    }
+)
+# A key written in the wrong table: where it belongs (TOML puts every key after a [[analysis]]
+# header into that analysis, so a plan setting written last lands there).
+_PLAN_ONLY: Final[dict[str, str]] = dict.fromkeys(PLAN_KEYS - ANALYSIS_KEYS, "[plan]")
+_ANALYSIS_ONLY: Final[dict[str, str]] = dict.fromkeys(ANALYSIS_KEYS - PLAN_KEYS, "[[analysis]]")
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    """A TOML integer or float, not a bool (TOML true is Python's 1)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
 
 EXAMPLE = """\
 # A publiek plan: what the sector asks of every node in one run.
@@ -123,13 +195,28 @@ def _analysis(
             problems.append(f"{where}: id is used twice")
         seen.add(aid)
     before = len(problems)
+    unknown_keys(raw, ANALYSIS_KEYS, where, problems, belongs=_PLAN_ONLY)
     title = raw.get("title", aid)
+    if not isinstance(title, str):
+        problems.append(f"{where}: title must be text (in quotes)")
     statistic = raw.get("statistic")
-    if not isinstance(statistic, str) or not re.match(r"^S\d{1,2}$", statistic):
-        problems.append(f"{where}: statistic must be like 'S1'")
+    if isinstance(statistic, str) and statistic in _COMES_FROM:
+        problems.append(
+            f"{where}: statistic {statistic} ({STATISTICS[statistic]}) counts distinct people"
+            f" across institutions and {_COMES_FROM[statistic]}; an [[analysis]] sums each"
+            f" institution's own counts: {', '.join(ANALYSIS_STATISTICS)}"
+        )
+    elif statistic not in ANALYSIS_STATISTICS:
+        given = "it is missing" if statistic is None else f"not {shown(statistic)}"
+        problems.append(
+            f"{where}: statistic must be one of {', '.join(ANALYSIS_STATISTICS)}"
+            f" (docs/statistics.md), {given}"
+        )
     measure = raw.get("measure")
     if not isinstance(measure, str) or measure not in MEASURES:
-        problems.append(f"{where}: measure must be one of {', '.join(MEASURES)}")
+        near = closest(measure, MEASURES) if isinstance(measure, str) else None
+        hint = f" (did you mean {near!r}?)" if near else ""
+        problems.append(f"{where}: measure must be one of {', '.join(MEASURES)}{hint}")
     dims = raw.get("dimensions")
     if not isinstance(dims, list) or not dims or not all(isinstance(d, str) for d in dims):
         problems.append(f"{where}: dimensions must be a non-empty list of names")
@@ -144,7 +231,7 @@ def _analysis(
     if (
         not isinstance(years, list)
         or len(years) != 2
-        or not all(isinstance(y, int) for y in years)
+        or not all(whole_number(y) for y in years)
         or not (1990 <= years[0] <= years[1] <= 2100)
     ):
         problems.append(f"{where}: years must be [first, last] with 1990 <= first <= last <= 2100")
@@ -174,12 +261,29 @@ def _analysis(
             key_sets[d] = tuple(picked)
     for d in chosen:
         if d not in dims:
-            problems.append(f"{where}: keys.{d} names a dimension the analysis does not have")
+            near = closest(d, dims)
+            hint = f" (did you mean {near!r}?)" if near else ""
+            problems.append(f"{where}: keys.{d} names a dimension the analysis does not have{hint}")
     bound: ContributionBound | None = None
-    try:
-        bound = ContributionBound(int(raw.get("max_cells", 0)), int(raw.get("max_per_cell", 0)))
-    except (InvalidBound, TypeError, ValueError) as err:
-        problems.append(f"{where}: {err}")
+    limits = {}
+    for knob, what in (
+        ("max_cells", "cells one customer may touch"),
+        ("max_per_cell", "what one customer may add to a cell"),
+    ):
+        value = raw.get(knob)
+        if value is None:
+            problems.append(f"{where}: {knob} is missing (a whole number: {what})")
+        elif not whole_number(value):
+            # int() would quietly turn 100.5 into 100 and true into 1: the noise would then be
+            # calibrated to a bound the operator did not write.
+            problems.append(f"{where}: {knob} must be a whole number ({what}), not {shown(value)}")
+        else:
+            limits[knob] = value
+    if len(limits) == 2:
+        try:
+            bound = ContributionBound(limits["max_cells"], limits["max_per_cell"])
+        except InvalidBound as err:
+            problems.append(f"{where}: {err}")
     if measure == "bookers" and bound is not None and bound.max_per_cell != 1:
         # The node counts a booker once per cell whatever the plan says; noise calibrated to a
         # larger bound would only make the table worse.
@@ -220,9 +324,22 @@ def parse_plan(text: str, source: str = "plan", base: Path | None = None) -> Pla
     except tomllib.TOMLDecodeError as err:
         raise PlanError(source, [f"not valid TOML: {err}"]) from err
     problems: list[str] = []
+    # A key above the first [table] header is at the top of the plan: say where it belongs.
+    unknown_keys(
+        raw,
+        SECTIONS,
+        "plan file",
+        problems,
+        "section or key",
+        {**dict.fromkeys(ANALYSIS_KEYS, "[[analysis]]"), **dict.fromkeys(PLAN_KEYS, "[plan]")},
+    )
     head = raw.get("plan")
     if not isinstance(head, dict):
-        raise PlanError(source, ["missing [plan] table"])
+        missing = "missing [plan] table" if head is None else "plan must be one [plan] table"
+        raise PlanError(source, [*problems, missing])
+    unknown_keys(head, PLAN_KEYS, "[plan]", problems, belongs=_ANALYSIS_ONLY)
+    if not isinstance(head.get("title", ""), str):
+        problems.append("plan.title must be text (in quotes)")
     pid = head.get("id")
     if not isinstance(pid, str) or not _ID.match(pid):
         problems.append("plan.id must be lowercase letters, digits, '-', '_' or '.'")
@@ -233,11 +350,11 @@ def parse_plan(text: str, source: str = "plan", base: Path | None = None) -> Pla
         problems.append('plan.mode must be "secure" (the default) or "open"')
         mode = ReleaseMode.SECURE
     min_nodes = head.get("min_nodes", 3)
-    if not isinstance(min_nodes, int) or not (1 <= min_nodes <= 100_000):
+    if not whole_number(min_nodes) or not (1 <= min_nodes <= 100_000):
         problems.append("plan.min_nodes must be a whole number of at least 1")
         min_nodes = 1
     timeout = head.get("task_timeout_s", 120)
-    if not isinstance(timeout, int | float) or not (1 <= timeout <= 86_400):
+    if not _number(timeout) or not (1 <= timeout <= 86_400):
         problems.append("plan.task_timeout_s must be between 1 and 86400 seconds")
         timeout = 120
     delta = head.get("delta", 1e-7)
@@ -245,13 +362,13 @@ def parse_plan(text: str, source: str = "plan", base: Path | None = None) -> Pla
         problems.append("plan.delta must be a float in (0, 0.001), e.g. 1e-7")
         delta = 1e-7
     suppress_below = head.get("suppress_below", 1.0)
-    if not isinstance(suppress_below, int | float) or not 0 <= suppress_below <= 10:
+    if not _number(suppress_below) or not 0 <= suppress_below <= 10:
         problems.append("plan.suppress_below must be a number of half-widths between 0 and 10")
         suppress_below = 1.0
     secure_knobs: dict[str, int | None] = {}
     for knob in ("degree", "threshold"):
         value = head.get(knob)
-        if value is not None and (not isinstance(value, int) or not 1 <= value <= 100_000):
+        if value is not None and (not whole_number(value) or not 1 <= value <= 100_000):
             problems.append(f"plan.{knob} must be a whole number of at least 1")
             value = None
         if value is not None and mode is not ReleaseMode.SECURE:
@@ -264,7 +381,10 @@ def parse_plan(text: str, source: str = "plan", base: Path | None = None) -> Pla
     ):
         problems.append("plan.threshold cannot exceed plan.degree")
     raw_analyses = raw.get("analysis", [])
-    if not isinstance(raw_analyses, list) or not (
+    if isinstance(raw_analyses, dict):
+        problems.append("analyses must be written [[analysis]] (a list of tables), not [analysis]")
+        raw_analyses = []
+    elif not isinstance(raw_analyses, list) or not (
         raw_analyses or raw.get("segmentation") or raw.get("reach")
     ):
         problems.append("a plan needs at least one [[analysis]] (or [[segmentation]], [[reach]])")

@@ -58,7 +58,7 @@ from protocols.dimensions import SEGMENT_KEYS, public_keys
 from protocols.features import customer_space
 from protocols.kmeans import SEGMENT_DIMENSIONS, KMeansQuery, SegmentCounts
 from protocols.messages import Dimension, HistogramQuery, ReleaseMode
-from protocols.plan_sections import section_tables
+from protocols.plan_sections import section_tables, unknown_keys, whole_number
 from protocols.segment_model import ModelError, SegmentModel, read_model_bytes
 
 MAX_SEGMENTATIONS: Final[int] = 4
@@ -79,6 +79,7 @@ _FIELDS: Final[frozenset[str]] = frozenset(
         "model",
     }
 )
+_TABLE_FIELDS: Final[frozenset[str]] = frozenset({"by", "max_cells", "rho"})
 _MODEL_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # What only a fit has: a segmentation that applies a given model must leave them out.
 _FIT_FIELDS: Final[tuple[str, ...]] = ("k", "epsilon", "rho", "max_lloyd_rounds", "max_depth")
@@ -168,7 +169,7 @@ def _whole(
     problems: list[str],
 ) -> int:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if not whole_number(value) or not low <= value <= high:
         problems.append(f"{where}: {key} must be a whole number from {low} to {high}")
         return default
     return value
@@ -177,7 +178,13 @@ def _whole(
 def _tables(raw: Any, seg_id: str, where: str, problems: list[str]) -> list[SegmentTable]:
     if raw is None:
         return []
-    if not isinstance(raw, list) or len(raw) > MAX_TABLES:
+    if not isinstance(raw, list):
+        problems.append(
+            f"{where}: its tables must be written [[segmentation.table]] (a list of tables),"
+            " not [segmentation.table]"
+        )
+        return []
+    if len(raw) > MAX_TABLES:
         problems.append(f"{where}: table must be a list of at most {MAX_TABLES} [[...table]]")
         return []
     out = []
@@ -187,9 +194,7 @@ def _tables(raw: Any, seg_id: str, where: str, problems: list[str]) -> list[Segm
         if not isinstance(t, dict):
             problems.append(f"{here} is not a table")
             continue
-        unknown = sorted(set(t) - {"by", "max_cells", "rho"})
-        if unknown:
-            problems.append(f"{here}: unknown field(s) {', '.join(unknown)}")
+        unknown_keys(t, _TABLE_FIELDS, here, problems)
         by = t.get("by")
         if by not in SEGMENT_DIMENSIONS:
             problems.append(f"{here}: by must be one of {', '.join(SEGMENT_DIMENSIONS)}")
