@@ -24,6 +24,17 @@ conservative bound (the fit never has larger variance than the table alone). The
 step only moves estimates towards the truth's feasible set; its small bias is measured by
 ``benchmarks/accuracy.py``.
 
+**Agreement.** The fit assumes every table of a family counts the same cells. Contribution
+bounding can break that: a cap of 32 tickets per customer and cell in one table and of 64 in
+another (or a customer cut to fewer cells in the finer table) make them count different things.
+Before a family is fitted, its tables' disagreement is measured: the weighted residual sum of
+squares of the unconstrained fit, which for tables of the same cells is chi-squared with (cells
+of all tables - cells of the finest) degrees of freedom. Beyond its 99.99% point
+(Wilson-Hilferty) the family is split, greedily from the finest table, into groups that agree
+(often each table alone), and each table's note says why. A family of tables that agree is
+split this way once in 10,000 releases (that only costs the fit's gain); one whose totals
+differ by five noise standard deviations in a single cell is split nearly always.
+
 **Suppression.** A cell whose estimate is below ``suppress_below`` times its half-width is not
 reliably different from zero: it is marked suppressed and shown without a value. (Readers can
 still subtract siblings from a parent; suppression is about reliability, not privacy, which the
@@ -43,6 +54,9 @@ from protocols.messages import ADDITIVE_OVER, PER_CUSTOMER_YEAR, Dimension
 
 EXACT_LIMIT = 50_000
 _Z95 = sum_half_width([1.0], 0.95)  # 1.959963...
+# The standard normal's upper 1e-4 point: tables that count the same cells are taken apart
+# once in 10,000 families.
+_Z_AGREE = 3.719016485
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -64,6 +78,10 @@ class Estimate:
     half_width: FloatArray  # 95% interval half-width per cell
     family: tuple[str, ...]  # the tables fitted together (one: no consistency partner)
     exact_intervals: bool
+    # Tables that would have been fitted with this one but disagree beyond their noise, and
+    # how much (empty when there were none).
+    not_fitted_with: tuple[str, ...] = ()
+    disagreement: str = ""
 
 
 class _Family:
@@ -174,6 +192,43 @@ def _weights(family: _Family) -> list[float]:
     return [1.0 / t.variance for t in family.members]
 
 
+def _rhs(family: _Family, weights: list[float]) -> FloatArray:
+    return sum(
+        (w * family.adjoint(t, t.values) for w, t in zip(weights, family.members, strict=True)),
+        start=np.zeros(family.size),
+    )
+
+
+def _unconstrained(family: _Family) -> FloatArray:
+    """argmin_x sum_t w_t ||A_t x - y_t||^2, exactly."""
+    weights = _weights(family)
+    return _inverse(family, weights, _rhs(family, weights).reshape(-1, 1))[:, 0]
+
+
+def chi2_upper_point(df: int, z: float = _Z_AGREE) -> float:
+    """The chi-squared quantile with ``df`` degrees of freedom at the normal's upper ``z`` point,
+    by Wilson and Hilferty's cube-root approximation (within a few percent at df >= 1)."""
+    c = 2.0 / (9.0 * df)
+    return df * (1.0 - c + z * math.sqrt(c)) ** 3
+
+
+def disagreement(family: _Family) -> tuple[float, int]:
+    """(weighted residual sum of squares of the unconstrained fit, its degrees of freedom).
+
+    If every table sums the same finest cells and carries independent Gaussian noise of its
+    stated variance, this is chi-squared with (all tables' cells - the finest table's cells)
+    degrees of freedom: the finest table alone determines the fit's n cells.
+    """
+    x = _unconstrained(family)
+    weights = _weights(family)
+    stat = sum(
+        w * float(np.sum((family.apply(t, x) - t.values) ** 2))
+        for w, t in zip(weights, family.members, strict=True)
+    )
+    df = sum(t.values.size for t in family.members) - family.size
+    return stat, df
+
+
 def _fit(family: _Family, iterations: int = 3000) -> FloatArray:
     """argmin_{x >= 0} sum_t w_t ||A_t x - y_t||^2.
 
@@ -181,11 +236,8 @@ def _fit(family: _Family, iterations: int = 3000) -> FloatArray:
     continue, from its projection, with projected gradient (FISTA) under the constraint.
     """
     weights = _weights(family)
-    rhs = sum(
-        (w * family.adjoint(t, t.values) for w, t in zip(weights, family.members, strict=True)),
-        start=np.zeros(family.size),
-    )
-    x = _inverse(family, weights, rhs.reshape(-1, 1))[:, 0]
+    rhs = _rhs(family, weights)
+    x = _unconstrained(family)
     if x.min() >= 0:
         return x
     # Lipschitz constant of the gradient: 2 * the largest eigenvalue of H.
@@ -235,21 +287,65 @@ def _exact_half_widths(family: _Family) -> dict[str, FloatArray]:
 def post_process(tables: list[NoisyTable]) -> dict[str, Estimate]:
     """Consistent, non-negative estimates of every table, with 95% half-widths."""
     out: dict[str, Estimate] = {}
-    for family in families(tables):
-        x = _fit(family)
-        exact = family.size <= EXACT_LIMIT and len(family.members) > 1
-        widths = _exact_half_widths(family) if exact else {}
-        names = tuple(t.analysis_id for t in family.members)
-        for t in family.members:
-            own = np.full(t.values.size, _Z95 * math.sqrt(t.variance))
-            out[t.analysis_id] = Estimate(
-                analysis_id=t.analysis_id,
-                values=family.apply(t, x),
-                half_width=widths.get(t.analysis_id, own),
-                family=names,
-                exact_intervals=exact,
-            )
+    for whole in families(tables):
+        names = tuple(t.analysis_id for t in whole.members)
+        for family, why in _agreeing(whole):
+            x = _fit(family)
+            exact = family.size <= EXACT_LIMIT and len(family.members) > 1
+            widths = _exact_half_widths(family) if exact else {}
+            fitted = tuple(t.analysis_id for t in family.members)
+            for t in family.members:
+                own = np.full(t.values.size, _Z95 * math.sqrt(t.variance))
+                out[t.analysis_id] = Estimate(
+                    analysis_id=t.analysis_id,
+                    values=family.apply(t, x),
+                    half_width=widths.get(t.analysis_id, own),
+                    family=fitted,
+                    exact_intervals=exact,
+                    not_fitted_with=tuple(n for n in names if n not in fitted),
+                    disagreement=why,
+                )
     return out
+
+
+def _agrees(family: _Family) -> tuple[bool, str]:
+    stat, df = disagreement(family)
+    limit = chi2_upper_point(df)
+    return stat <= limit, (
+        f"chi-squared {stat:,.0f} on {df} degrees of freedom, beyond its 99.99% point {limit:,.0f}"
+    )
+
+
+def _agreeing(whole: _Family) -> list[tuple[_Family, str]]:
+    """The family split into groups whose tables agree within their noise (usually one group).
+
+    Greedy, finest table first: a table joins the group when the group still agrees with it.
+    The note of each group says why it was not fitted with the others (empty when none).
+    """
+    if len(whole.members) == 1 or _agrees(whole)[0]:
+        return [(whole, "")]
+    left = list(whole.members)  # finest first
+    groups: list[_Family] = []
+    why = ""
+    while left:
+        finest = left.pop(0)
+        kept = [finest]
+        for t in list(left):
+            if not _compatible(finest, t):
+                continue
+            ok, detail = _agrees(_Family(finest, [*kept, t]))
+            if ok:
+                kept.append(t)
+                left.remove(t)
+            elif not why:
+                why = detail
+        groups.append(_Family(finest, kept))
+    note = (
+        f"not fitted with every table of its family: they differ by more than their noise allows"
+        f" ({why}), so they count different things, most likely because their contribution"
+        " bounds differ"
+    )
+    return [(g, note) for g in groups]
 
 
 def suppressed(values: FloatArray, half_width: FloatArray, below: float) -> npt.NDArray[np.bool_]:

@@ -88,6 +88,14 @@ def _table_json(
         },
         "post_processing": {
             "consistent_with": [a for a in estimate.family if a != t.analysis.id],
+            **(
+                {
+                    "not_fitted_with": list(estimate.not_fitted_with),
+                    "not_fitted_because": estimate.disagreement,
+                }
+                if estimate.not_fitted_with
+                else {}
+            ),
             "non_negative": True,
             "intervals": "exact for the fit" if estimate.exact_intervals else "each table's own",
             "suppressed_below_half_widths": suppress_below,

@@ -182,14 +182,27 @@ def _tickets_summary(tables: dict[str, dict[str, Any]], sector: Sector) -> None:
             f"    {cell['discipline']:<28} {est:>10}  {interval:<22} truth"
             f" {truth.get(cell['discipline'], 0):>10,}"
         )
-    partners = table["post_processing"]["consistent_with"]
-    if partners:
-        print(f"  Consistent with {', '.join(partners)}: its cells add up to these totals exactly.")
+    post = table["post_processing"]
+    if post["consistent_with"]:
+        partners = ", ".join(post["consistent_with"])
+        print(f"  Consistent with {partners}: its cells add up to these totals exactly.")
+    if post.get("not_fitted_with"):
+        print(
+            f"  Not fitted with {', '.join(post['not_fitted_with'])}: the two count different"
+            " things (their caps differ), and their sums differ by more than the noise explains."
+        )
     bound = table["noise"]["bound"]
+    known = [c for c in cells if c["estimate"] is not None and c["discipline"] in truth]
+    inside = sum(c["ci95_low"] <= truth[c["discipline"]] <= c["ci95_high"] for c in known)
+    below = sum(c["ci95_high"] < truth[c["discipline"]] for c in known)
+    kept = sum(c["estimate"] for c in known) / max(1, sum(truth[c["discipline"]] for c in known))
     print(
-        "\n  Error bars cover the noise. Contribution bounds (at most"
-        f" {bound['max_cells']} cells and {bound['max_per_cell']} tickets a cell per customer)"
-        " trim the heaviest buyers, so estimates can sit a little under the truth."
+        f"\n  The truth is inside {inside} of these {len(known)} intervals and above {below}."
+        " The intervals cover the noise only. Before the noise, each customer was capped at"
+        f" {bound['max_cells']} cells and {bound['max_per_cell']} tickets a cell, which trims the"
+        f" heaviest buyers (schools, groups): the estimates add up to {kept:.1%} of the true"
+        " tickets, so a large total sits under the truth by more than its interval is wide."
+        " Read it as 'at least about' (docs/statistics.md)."
     )
 
 

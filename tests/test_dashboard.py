@@ -24,7 +24,7 @@ import pydantic
 import pytest
 
 from coordinator.cli import main as coordinator_main
-from coordinator.dashboard import models, pages, views
+from coordinator.dashboard import labels, models, pages, views
 from coordinator.store import ReleaseStore, StoredRelease, table_frame
 from tests.dashboard_support import (
     Served,
@@ -181,7 +181,7 @@ def test_catalogue_lists_every_release_newest_first(world) -> None:
     for r in releases:
         assert r.ref in got.text and r.title in got.text
         rho = r.document()["privacy"]["rho_per_node"]
-        assert f"ρ {rho} (ε ≈" in got.text
+        assert f"{labels.rho(rho)} (ε ≈" in got.text
     # The store is named by its file name, never by where it lies on the server.
     assert "releases.sqlite" in got.text
     assert str(served.store.parent) not in got.text
@@ -200,14 +200,13 @@ def test_release_page_shows_every_table_with_exactly_the_stored_numbers(world) -
         dims = [d["name"] for d in table["dimensions"]]
         assert len(section.rows) == len(table["cells"]), table["analysis_id"]
         for row, cell in zip(section.rows, table["cells"], strict=True):
-            keys, (est, interval, raw) = row[: len(dims)], row[len(dims) :]
+            keys, (est, interval) = row[: len(dims)], row[len(dims) :]
             for text, dim in zip(keys, dims, strict=True):
                 assert text == cell[dim] or text.endswith(f" {cell[dim]}"), (text, cell)
             estimate = None if cell["suppressed"] else cell["estimate"]
             assert est == shown(estimate, table["measure"])
             low, high = (shown(cell[k], table["measure"]) for k in ("ci95_low", "ci95_high"))
             assert interval == f"{low} – {high}"
-            assert raw == shown(cell["noisy_sum"], table["measure"])
 
 
 def test_every_chart_draws_its_table(world) -> None:
@@ -247,8 +246,9 @@ def test_cost_and_provenance_in_plain_language(world) -> None:
     text = fetch(f"{served.url}releases/{stored.release_id}").text
     privacy = doc["privacy"]
     assert (
-        f"Each of the 12 institutions that took part spent ρ = {privacy['rho_per_node']} of its"
-        f" privacy budget on this release (ε ≈ {privacy['epsilon_per_node']:.2f} at δ = 10⁻⁷)"
+        "Each of the 12 institutions that took part spent"
+        f" {labels.rho(privacy['rho_per_node'])} of its privacy budget on this release"
+        f" (ε ≈ {privacy['epsilon_per_node']:.2f} at δ = 10⁻⁷)"
     ) in text
     assert "the coordinator saw only sums" in text
     for value in (doc["plan"]["sha256"], doc["run_id"], stored.release_id, stored.ref):
@@ -258,7 +258,7 @@ def test_cost_and_provenance_in_plain_language(world) -> None:
     # The plan as run, as text.
     assert "suppress_below = 1.0" in text
     for table in doc["tables"]:
-        assert f"ρ = {table['noise']['rho_per_node']} per institution" in text
+        assert f"{labels.rho(table['noise']['rho_per_node'])} per institution" in text
         bound = table["noise"]["bound"]
         assert f"each customer counts in at most {bound['max_cells']} cell(s)" in text
 

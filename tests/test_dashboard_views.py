@@ -270,3 +270,46 @@ def test_an_estimated_table_says_how_and_what_its_interval_leaves_out(tmp_path) 
         "Distinct people from sketches &lt;b&gt;summed&lt;/b&gt;. Intervals cover the noise."
         " Note: households: CBS StatLine 71486ned (file h.csv, sha256 ab12)." in html
     )
+
+
+def test_an_estimated_table_does_not_borrow_the_sums_sentences() -> None:
+    # A reach table's noise is on the sketch's buckets and its interval the estimator's own:
+    # "sd 11 ... ± 11,959" and a cap that "trims the heaviest buyers" would contradict it.
+    reach = table({"sector": ["all"]}, [205_337], measure="people")
+    reach["noise"]["sd_total"] = 11.0
+    reach["interval"]["half_width_raw"] = 11_959.0
+    reach["reach"] = {"method": "distinct people by inclusion-exclusion", "note": "a model"}
+    view = views.table_view(reach, {})
+    assert "per bucket" in view.noise and "± 11,959" in view.noise
+    assert "95 times in 100 the noise is smaller than" not in view.noise
+    assert "heaviest buyers" not in view.bound and "counts once" in view.bound
+    assert "zero or above" in view.consistency
+    counted = views.table_view(table({"sector": ["all"]}, [1_000], measure="tickets"), {})
+    assert "the interval does not include" in counted.bound
+
+
+def test_a_table_not_fitted_with_its_family_says_why() -> None:
+    t = table({"discipline": ["toneel", "dans"]}, [100, 200], measure="tickets")
+    t["post_processing"] |= {
+        "not_fitted_with": ["by_quarter"],
+        "not_fitted_because": "not fitted with every table of its family: chi-squared 412",
+    }
+    view = views.table_view(t, {"by_quarter": "Tickets by quarter"})
+    assert "Not made consistent with Tickets by quarter: not fitted" in view.consistency
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("201871/60000000", "ρ ≈ 0.00336"),
+        ("0.03", "ρ = 0.03"),
+        ("0.6303742", "ρ ≈ 0.63"),
+        ("1", "ρ = 1"),
+        ("not a number", "ρ = not a number"),
+    ],
+)
+def test_a_privacy_cost_reads_as_a_decimal(stored: str, shown: str) -> None:
+    assert labels.rho(stored) == shown
+    t = table({"sector": ["all"]}, [10])
+    t["noise"]["rho_per_node"] = stored
+    assert views.table_view(t, {}).cost.startswith(shown + " per institution")

@@ -8,7 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from coordinator.postprocess import NoisyTable, families, post_process, suppressed
+from coordinator.postprocess import (
+    NoisyTable,
+    chi2_upper_point,
+    families,
+    post_process,
+    suppressed,
+)
 from protocols.messages import Dimension
 from protocols.vocabulary import DISCIPLINES, quarters
 
@@ -37,6 +43,15 @@ def tables(cube: np.ndarray, sds: dict[str, float], rng: np.random.Generator) ->
     m = marginals(cube)
     dims = {"tdq": (T, D, Q), "dq": (D, Q), "qd": (Q, D), "d": (D,), "t": (T,)}
     return [noisy(k, dims[k], m[k], sds[k], rng) for k in sds]
+
+
+def grouped(tabs: list[NoisyTable]) -> dict[str, tuple[str, ...]]:
+    """Which tables are marginals of which (the structure alone; their values do not matter)."""
+    out = {}
+    for family in families(tabs):
+        names = tuple(t.analysis_id for t in family.members)
+        out.update({n: names for n in names})
+    return out
 
 
 def test_family_adds_up_exactly_and_is_never_negative() -> None:
@@ -124,9 +139,9 @@ def test_distinct_counts_are_not_forced_to_add_up() -> None:
         noisy("age", (age,), rng.uniform(100, 200, 2), 5, rng, measure="bookers"),
         noisy("age_t", (age, T), rng.uniform(100, 200, 6), 5, rng, measure="bookers"),
     ]
-    est = post_process(tabs)
-    assert est["age"].family == ("age_t", "age")  # bookers add up over institution types
-    assert est["age_d"].family == ("age_d",)
+    est = grouped(tabs)
+    assert est["age"] == ("age_t", "age")  # bookers add up over institution types
+    assert est["age_d"] == ("age_d",)
 
 
 def test_tables_of_other_periods_are_not_marginals() -> None:
@@ -135,10 +150,10 @@ def test_tables_of_other_periods_are_not_marginals() -> None:
     q2 = Dimension("quarter", quarters(2023, 2024))
     dq = noisy("dq", (D, q2), rng.uniform(100, 200, 40), 5, rng)
     d_one = noisy("d", (D,), rng.uniform(100, 200, 5), 5, rng)
-    two_years = post_process([replace(dq, years=(2023, 2024)), replace(d_one, years=(2024, 2024))])
-    assert two_years["d"].family == ("d",)
-    same = post_process([replace(dq, years=(2023, 2024)), replace(d_one, years=(2023, 2024))])
-    assert same["d"].family == ("dq", "d")
+    two_years = grouped([replace(dq, years=(2023, 2024)), replace(d_one, years=(2024, 2024))])
+    assert two_years["d"] == ("d",)
+    same = grouped([replace(dq, years=(2023, 2024)), replace(d_one, years=(2023, 2024))])
+    assert same["d"] == ("dq", "d")
 
 
 def test_bookers_add_up_over_age_only_within_one_year() -> None:
@@ -148,7 +163,7 @@ def test_bookers_add_up_over_age_only_within_one_year() -> None:
     year = Dimension("year", ("2023", "2024"))
 
     def family_of(tabs: list[NoisyTable], years: tuple[int, int], table: str) -> tuple[str, ...]:
-        return post_process([replace(t, years=years) for t in tabs])[table].family
+        return grouped([replace(t, years=years) for t in tabs])[table]
 
     by_age = noisy("age_t", (age, T), rng.uniform(100, 200, 6), 5, rng, measure="bookers")
     total_t = noisy("t", (T,), rng.uniform(100, 200, 3), 5, rng, measure="bookers")
@@ -165,3 +180,76 @@ def test_suppression_flags_cells_within_their_error_of_zero() -> None:
     half = np.array([40.0, 40.0, 40.0, 40.0])
     assert suppressed(values, half, 1.0).tolist() == [True, False, True, False]
     assert suppressed(values, half, 0.0).tolist() == [False, False, False, False]
+
+
+def test_the_agreement_point_is_the_chi_squared_quantile() -> None:
+    from scipy.stats import chi2
+
+    # Wilson-Hilferty is a little conservative at few degrees of freedom (a tail of 5.7e-5
+    # instead of 1e-4 at df = 1) and exact enough from df = 10.
+    for df in (1, 2, 5, 20, 100, 1000, 10_000):
+        assert 4e-5 < chi2.sf(chi2_upper_point(df), df) <= 1e-4, df
+
+
+def test_tables_that_count_different_things_are_not_fitted_together() -> None:
+    # Two caps: the quarters table keeps 10% more of the heaviest buyers than the totals table.
+    # Its sum over quarters then differs from the totals by far more than the noise: fitting
+    # them would give intervals that are "exact for the fit" around neither quantity.
+    rng = np.random.default_rng(7)
+    cube = rng.integers(2000, 3000, size=(5, 4)).astype(float)  # discipline x quarter
+    dq = noisy("dq", (D, Q), cube.reshape(-1) * 1.1, 30.0, rng)
+    d = noisy("d", (D,), cube.sum(axis=1), 30.0, rng)
+    est = post_process([dq, d])
+    for name, other in (("dq", "d"), ("d", "dq")):
+        assert est[name].family == (name,)
+        assert est[name].not_fitted_with == (other,)
+        assert "differ by more than their noise allows" in est[name].disagreement
+        assert "contribution bounds" in est[name].disagreement
+    # Each table is then its own estimate: its noisy values, held at zero.
+    assert np.allclose(est["d"].values, np.maximum(d.values, 0.0))
+    # A single cell five noise sd apart is enough: the statistic is 25 on 5 degrees of
+    # freedom plus chi-squared noise, against a 99.99% point of 25.7 (so caught about half the
+    # time); at eight sd (64) it is caught nearly always.
+    shifted = cube.sum(axis=1).copy()
+    shifted[0] += 8 * np.sqrt(30.0**2 + 4 * 30.0**2)
+    caught = sum(
+        post_process(
+            [
+                noisy("dq", (D, Q), cube.reshape(-1), 30.0, rng),
+                noisy("d", (D,), shifted, 30.0, rng),
+            ]
+        )["d"].family
+        == ("d",)
+        for _ in range(200)
+    )
+    assert caught >= 190
+
+
+def test_the_disagreement_of_tables_of_the_same_cells_is_chi_squared() -> None:
+    # The statistic of a family of one truth is chi-squared with 88 - 60 = 28 degrees of
+    # freedom (measured over 20,000 families: mean 28.0, variance 56.6, Kolmogorov-Smirnov
+    # p = 0.95). Over 2,000 families its mean has sd 0.17: a bound of 1.0 is 6 sd (false alarm
+    # 2e-9). Splits have rate 1e-4 per family, 0.2 expected here; four or more have chance
+    # 5e-5 (the seed fixes the outcome anyway). Wrong noise is caught: a variance stated too
+    # small by half doubles the mean (56), and one stated at a quarter (the noise's sd twice
+    # what the table says) gives statistics near 112 against a 99.99% point of 64.5, which
+    # splits nearly every family.
+    from coordinator.postprocess import disagreement
+
+    rng = np.random.default_rng(8)
+    cube = rng.integers(500, 900, size=(3, 5, 4)).astype(float)
+    sds = {"tdq": 20.0, "dq": 15.0, "d": 10.0, "t": 10.0}
+    stats, split, wrong_scale = [], 0, 0
+    for i in range(2_000):
+        tabs = tables(cube, sds, rng)
+        (family,) = families(tabs)
+        stat, df = disagreement(family)
+        assert df == 28
+        stats.append(stat)
+        split += int(len(post_process(tabs)["d"].family) < 4)
+        if i < 100:
+            quartered = [replace(t, variance=t.variance / 4) for t in tabs]
+            wrong_scale += int(len(post_process(quartered)["d"].family) < 4)
+    assert abs(np.mean(stats) - 28) < 1.0
+    assert split <= 3
+    assert wrong_scale >= 95

@@ -8,6 +8,7 @@ added after this file, such as ``segment``) gets a readable form of its own name
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Final
 
 from protocols.geography import REGION_BY_CODE
@@ -150,6 +151,18 @@ def short_number(value: float) -> str:
     if magnitude == 0 or magnitude >= 1:
         return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
     return f"{value:.2g}"
+
+
+def rho(value: str | float) -> str:
+    """How a privacy cost reads: "ρ = 0.03", or "ρ ≈ 0.00336" for a value the release keeps
+    exactly (201871/60000000). Three significant digits are what a reader compares; the
+    release file keeps every digit."""
+    try:
+        exact = Fraction(str(value))
+    except (ValueError, ZeroDivisionError):
+        return f"ρ = {value}"
+    shown = f"{float(exact):.3g}"
+    return f"ρ = {shown}" if Fraction(shown) == exact else f"ρ ≈ {shown}"
 
 
 def epsilon(value: float) -> str:

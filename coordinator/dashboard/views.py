@@ -188,8 +188,8 @@ def delta_text(delta: float) -> str:
 
 def cost_sentence(privacy: dict[str, Any], n_participants: int) -> str:
     return (
-        f"Each of the {n_participants} institutions that took part spent ρ = "
-        f"{privacy['rho_per_node']} of its privacy budget on this release (ε ≈ "
+        f"Each of the {n_participants} institutions that took part spent"
+        f" {labels.rho(privacy['rho_per_node'])} of its privacy budget on this release (ε ≈ "
         f"{labels.epsilon(float(privacy['epsilon_per_node']))} at δ = "
         f"{delta_text(float(privacy['delta']))})."
     )
@@ -392,7 +392,7 @@ def table_view(
     measure = table["measure"]
     divisor = labels.unit_divisor(measure)
     unit = labels.measure_label(measure).lower()
-    noise, interval, post = table["noise"], table["interval"], table["post_processing"]
+    noise, post = table["noise"], table["post_processing"]
     dims = tuple(
         Dimension(
             name=d["name"],
@@ -405,8 +405,6 @@ def table_view(
     cells = _cells(table, name)
     n_suppressed = sum(c.suppressed for c in cells)
     partners = [titles.get(a, a) for a in post.get("consistent_with", [])]
-    bound = noise["bound"]
-    per_cell = labels.number(bound["max_per_cell"], divisor)
     estimated = table.get("reach", {})  # S7-S10: how the estimate was made
     return TableView(
         analysis_id=table["analysis_id"],
@@ -427,31 +425,12 @@ def table_view(
             )
         ),
         cost=(
-            f"ρ = {noise['rho_per_node']} per institution (ε ≈"
+            f"{labels.rho(noise['rho_per_node'])} per institution (ε ≈"
             f" {labels.epsilon(float(noise['epsilon_per_node']))})"
         ),
-        noise=(
-            f"Every cell carries random noise with a standard deviation of"
-            f" {labels.number(noise['sd_total'], divisor)} {unit}; 95 times in 100 the noise is"
-            f" smaller than ± {labels.number(interval['half_width_raw'], divisor)}"
-            + (
-                " before post-processing (the intervals shown are those of the consistent"
-                " estimates, often narrower)."
-                if partners
-                else "."
-            )
-        ),
-        bound=(
-            f"Before any noise, each customer counts in at most {bound['max_cells']} cell(s)"
-            f" and adds at most {per_cell} {unit} to any one; that cap trims the heaviest buyers"
-            " (schools, groups), so estimates can sit a little under the truth."
-        ),
-        consistency=(
-            f"Made consistent with {', '.join(partners)}: the estimates add up across these"
-            " tables exactly, and none is negative."
-            if partners
-            else "None is negative (post-processing, which costs no privacy)."
-        ),
+        noise=_noise_sentence(table, unit, divisor, bool(partners)),
+        bound=_bound_sentence(table, unit, divisor),
+        consistency=_consistency_sentence(table, titles, partners),
         n_suppressed=n_suppressed,
         n_contributors=len(table["contributors"]),
         excluded=tuple((e["institution_id"], e["reason"]) for e in table.get("excluded", [])),
@@ -459,6 +438,66 @@ def table_view(
         method=str(estimated.get("method", "")),
         method_note=str(estimated.get("note", "")),
     )
+
+
+def _noise_sentence(table: dict[str, Any], unit: str, divisor: int, fitted: bool) -> str:
+    noise, interval = table["noise"], table["interval"]
+    if "reach" in table:
+        # An estimated table: the noise is on the sketch's buckets, not on the cells; the
+        # intervals are the estimator's own, cell by cell.
+        return (
+            "Random noise was added to every bucket of the sketch the institutions summed"
+            f" (standard deviation {labels.number(noise['sd_total'])} per bucket); each"
+            " interval carries that noise and the hashing of people into buckets through the"
+            f" estimator (median half-width ± {labels.number(interval['half_width_raw'], divisor)}"
+            f" {unit}). It leaves out the model's own error: see Method."
+        )
+    return (
+        f"Every cell carries random noise with a standard deviation of"
+        f" {labels.number(noise['sd_total'], divisor)} {unit}; 95 times in 100 the noise is"
+        f" smaller than ± {labels.number(interval['half_width_raw'], divisor)}"
+        + (
+            " before post-processing (the intervals shown are those of the consistent"
+            " estimates, often narrower)."
+            if fitted
+            else "."
+        )
+    )
+
+
+def _bound_sentence(table: dict[str, Any], unit: str, divisor: int) -> str:
+    bound = table["noise"]["bound"]
+    if "reach" in table:
+        return (
+            "Each person counts once per institution, whatever they bought; an estimate of"
+            " distinct people has no cap to trim."
+        )
+    return (
+        f"Before any noise, each customer counts in at most {bound['max_cells']} cell(s) and"
+        f" adds at most {labels.number(bound['max_per_cell'], divisor)} {unit} to any one. The"
+        " cap trims the heaviest buyers (schools, groups, subscribers), so estimates sit under"
+        " the truth by what it trimmed, which the interval does not include."
+    )
+
+
+def _consistency_sentence(
+    table: dict[str, Any], titles: dict[str, str], partners: list[str]
+) -> str:
+    post = table["post_processing"]
+    if "reach" in table:
+        return "Each estimate is held at zero or above (post-processing, which costs no privacy)."
+    apart = [titles.get(a, a) for a in post.get("not_fitted_with", [])]
+    not_fitted = (
+        f" Not made consistent with {', '.join(apart)}: {post['not_fitted_because']}."
+        if apart
+        else ""
+    )
+    if partners:
+        return (
+            f"Made consistent with {', '.join(partners)}: the estimates add up across these"
+            " tables exactly, and none is negative." + not_fitted
+        )
+    return "None is negative (post-processing, which costs no privacy)." + not_fitted
 
 
 def _segmentations(doc: dict[str, Any]) -> tuple[SegmentationView, ...] | None:
@@ -544,7 +583,7 @@ def release_view(stored: StoredRelease) -> ReleaseView:
             (p["institution_id"], p["software_version"]) for p in doc["participants"]
         ),
         privacy_unit=privacy["unit"],
-        rho=str(privacy["rho_per_node"]),
+        rho=labels.rho(privacy["rho_per_node"]),
         epsilon=labels.epsilon(float(privacy["epsilon_per_node"])),
         delta=delta_text(float(privacy["delta"])),
         cost=cost_sentence(privacy, len(doc["participants"])),
@@ -577,7 +616,7 @@ def catalogue_entry(summary: ReleaseSummary, doc: dict[str, Any]) -> CatalogueEn
         n_tables=summary.n_tables,
         n_participants=summary.n_participants,
         cost=(
-            f"ρ {doc['privacy']['rho_per_node']} (ε ≈"
+            f"{labels.rho(doc['privacy']['rho_per_node'])} (ε ≈"
             f" {labels.epsilon(float(doc['privacy']['epsilon_per_node']))}) per institution"
         ),
     )
