@@ -523,3 +523,40 @@ def test_distances_need_a_location(tmp_path: Path) -> None:
     regional = load_with(path, geography=Geography(location=Location(52.37, 4.89)))
     # Region level: from Noord-Holland's centroid (52.52, 4.79) to Amsterdam, about 18 km.
     assert regional.features.frame["distance_km"][0] == pytest.approx(18.0, abs=1.0)
+
+
+def test_polars_percent_y_reads_a_two_digit_year_so_the_node_refuses_it(tmp_path: Path) -> None:
+    """polars' %Y takes "07-02-24" as 24 February of the year 7: the node must not (a year of
+    fewer than four digits is a date in another format, not a typing error in a real date)."""
+    from node.ingest import parse
+
+    raw = pl.Series(["07-02-24 12:07", "2024-02-07 12:07"])
+    by_polars = raw.str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M", strict=False)
+    assert by_polars.dt.year().to_list() == [7, 2024]  # what the node guards against
+    assert parse.read_datetimes(raw, "%Y-%m-%d %H:%M").dt.year().to_list() == [None, 2024]
+    clean = by_polars.tail(1)
+    assert parse.four_digit_years(clean) is clean  # the usual column costs a minimum, no mask
+
+    rows = [
+        ticket_row(
+            ticket_id=f"T{i}", order_datetime="07-02-24 12:07", performance_start="15-02-24 20:00"
+        )
+        for i in range(3)
+    ]
+    path = write_tickets(tmp_path / "t.csv", rows)
+    report = check_source(file_source(path), IngestSettings(today=TODAY)).report
+    assert set(report.problems["kind"]) == {"not a date-time"}  # not "date out of range"
+    assert report.problems["message"][0] == (
+        "'07-02-24 12:07' is not an ISO date-time (YYYY-MM-DD HH:MM[:SS])"
+    )
+    (tmp_path / "m.toml").write_text('[formats]\ndatetime = "%d-%m-%y %H:%M"\n')
+    loaded = load_with(path, tmp_path / "m.toml")
+    assert loaded.lines["order_datetime"].dt.year().unique().to_list() == [2024]
+    # A %Y pattern on two-digit years is refused the same way, with the pattern named.
+    (tmp_path / "m4.toml").write_text('[formats]\ndatetime = "%d-%m-%Y %H:%M"\n')
+    wrong = check_source(
+        file_source(path), IngestSettings(mapping=load_mapping(tmp_path / "m4.toml"), today=TODAY)
+    ).report
+    assert wrong.problems["message"][0] == (
+        "'07-02-24 12:07' is not a date-time in the format '%d-%m-%Y %H:%M'"
+    )

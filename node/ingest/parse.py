@@ -9,12 +9,17 @@ say why. Two tricks keep this fast on millions of rows:
 * Dates and amounts are parsed with the one format nearly every row uses; the slower fallbacks
   (other ISO variants, a zone suffix, a decimal comma, a euro sign) run afterwards on the few
   rows the fast path did not read.
+
+polars' ``%Y`` reads any number of digits ("07-02-24" is the year 7 by ``%Y-%m-%d``), so a
+year below 1000 counts as not read: such a value is a date in another format (``[formats]
+datetime``), not a date in the year 7.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 import polars as pl
@@ -33,6 +38,8 @@ ISO_DATETIME_FORMATS: Final[tuple[str, ...]] = (
     "%Y-%m-%d",
 )
 ISO_DATE_FORMAT: Final[str] = "%Y-%m-%d"
+# The first moment a four-digit year can name; anything before it was read from fewer digits.
+FOUR_DIGIT_YEARS: Final[datetime] = datetime(1000, 1, 1)
 LOCAL_ZONE: Final[str] = "Europe/Amsterdam"  # Brussels keeps the same time: one zone for all
 MAX_DISTINCT_CODES: Final[int] = 100_000  # beyond this a "code" column is not a code column
 _ZONE_SUFFIX: Final[str] = r"\s*(Z|[+-]\d{2}:?\d{2})$"
@@ -130,12 +137,29 @@ def country(col: str, lookup: Lookup, default: str) -> pl.Expr:
 # Dates and amounts: fast path as expressions, fallbacks on the failed rows
 
 
+def four_digit_years(s: pl.Series) -> pl.Series:
+    """Parsed date-times without those whose year was read from fewer than four digits.
+
+    A whole-column minimum first: in the usual column no year is that small and the series
+    comes back as it is (a mask over every row would cost as much as a second parse).
+    """
+    low = s.min()
+    if not isinstance(low, datetime) or low >= FOUR_DIGIT_YEARS:
+        return s
+    return s.set(s < FOUR_DIGIT_YEARS, None)
+
+
+def read_datetimes(s: pl.Series, fmt: str) -> pl.Series:
+    """Texts read with one strftime pattern; null where it does not fit (see four_digit_years)."""
+    return four_digit_years(s.cast(pl.String).str.strptime(DATETIME, fmt, strict=False))
+
+
 def pick_datetime_format(s: pl.Series) -> str:
     """The ISO variant most of the first rows use (the fast path for the whole column)."""
     sample = s.cast(pl.String).drop_nulls().head(200)
     return max(
         ISO_DATETIME_FORMATS,
-        key=lambda f: int(sample.str.strptime(DATETIME, f, strict=False).is_not_null().sum()),
+        key=lambda f: int(read_datetimes(sample, f).is_not_null().sum()),
     )
 
 
@@ -147,7 +171,10 @@ def datetime_expr(col: str, dtype: pl.DataType, fmt: str) -> pl.Expr:
         return c.cast(DATETIME)
     if isinstance(dtype, pl.Date):
         return c.cast(DATETIME)
-    return c.cast(pl.String).str.strptime(DATETIME, fmt, strict=False)
+    # map_batches on the parsed column (one batch in an eager select): a min, and a mask only
+    # when some year is too small. pl.when(...) here measured ~1.7x the parse itself.
+    parsed = c.cast(pl.String).str.strptime(DATETIME, fmt, strict=False)
+    return parsed.map_batches(four_digit_years, return_dtype=DATETIME)
 
 
 def datetime_fallback(fmt: str | None) -> Callable[[pl.Series], pl.Series]:
@@ -158,7 +185,7 @@ def datetime_fallback(fmt: str | None) -> Callable[[pl.Series], pl.Series]:
         s = sub.cast(pl.String).str.strip_chars()
         if fmt is None:
             s = s.str.replace(_ZONE_SUFFIX, "")
-        tries = [s.str.strptime(DATETIME, f, strict=False) for f in formats]
+        tries = [read_datetimes(s, f) for f in formats]
         return pl.select(pl.coalesce(tries)).to_series()
 
     return fallback

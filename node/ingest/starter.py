@@ -16,7 +16,7 @@ import polars as pl
 
 from node.ingest.forbidden import forbidden_reason
 from node.ingest.mapping import CODE_FIELDS, KNOWN_FIELDS, READ_FIELDS, norm_code
-from node.ingest.parse import DATETIME, ISO_DATETIME_FORMATS
+from node.ingest.parse import ISO_DATETIME_FORMATS, read_datetimes
 from node.ingest.sources import CsvFile, Source, SourceError, delimiter_name
 from protocols.vocabulary import REQUIRED_COLUMNS
 
@@ -108,6 +108,8 @@ CODE_HINTS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
         (r"pas|cjp|museumkaart|cineville", "partner_pass"),
     ),
 }
+# Four-digit years first: on a tie the longer year wins. polars' %y reads 00-69 as 2000-2069
+# and 70-99 as 1970-1999, right for ticket dates; %Y never reads a two-digit year (parse.py).
 DAY_FIRST_FORMATS: Final[tuple[str, ...]] = (
     "%d-%m-%Y %H:%M:%S",
     "%d-%m-%Y %H:%M",
@@ -115,8 +117,18 @@ DAY_FIRST_FORMATS: Final[tuple[str, ...]] = (
     "%d/%m/%Y %H:%M:%S",
     "%d/%m/%Y %H:%M",
     "%d/%m/%Y",
+    "%d.%m.%Y %H:%M:%S",
     "%d.%m.%Y %H:%M",
     "%d.%m.%Y",
+    "%d-%m-%y %H:%M:%S",
+    "%d-%m-%y %H:%M",
+    "%d-%m-%y",
+    "%d/%m/%y %H:%M:%S",
+    "%d/%m/%y %H:%M",
+    "%d/%m/%y",
+    "%d.%m.%y %H:%M:%S",
+    "%d.%m.%y %H:%M",
+    "%d.%m.%y",
 )
 SAMPLE_ROWS: Final[int] = 20_000
 MAX_CODES_LISTED: Final[int] = 200
@@ -149,24 +161,51 @@ def guess_code(fld: str, value: str) -> str | None:
     return None
 
 
-def guess_datetime_format(values: pl.Series) -> str | None:
-    """None when ISO 8601 reads the values; else the day-first format that reads the most."""
-    sample = values.cast(pl.String).drop_nulls().str.strip_chars().head(500)
+@dataclass(frozen=True, slots=True)
+class DateGuess:
+    """How a date column is written, as far as its first values show."""
+
+    format: str | None  # the day-first pattern to set; None: ISO 8601 (or nothing to go by)
+    unrecognised: str | None = None  # a value no known pattern reads, when most are unread
+
+
+def guess_date_format(values: pl.Series, two_digit_years: bool = True) -> DateGuess:
+    """ISO 8601, or the day-first pattern that reads the most values; recognised only when it
+    reads more than half of them (else ``unrecognised`` shows one it cannot read).
+
+    ``two_digit_years`` False leaves out %y, for birth dates: is '03-04-24' 1924 or 2024?
+    """
+    sample = values.cast(pl.String).str.strip_chars().drop_nulls()
+    sample = sample.filter(sample.str.len_bytes() > 0).head(500)
     if sample.len() == 0:
-        return None
+        return DateGuess(None)
 
     def hits(fmt: str) -> int:
-        return int(sample.str.strptime(DATETIME, fmt, strict=False).is_not_null().sum())
+        return int(read_datetimes(sample, fmt).is_not_null().sum())
 
-    iso = max(hits(f) for f in ISO_DATETIME_FORMATS)
-    best = max(DAY_FIRST_FORMATS, key=hits)
-    return best if hits(best) > iso else None
+    day_first = [f for f in DAY_FIRST_FORMATS if two_digit_years or "%y" not in f]
+    iso = max(ISO_DATETIME_FORMATS, key=hits)
+    best = max(day_first, key=hits)
+    fmt = best if hits(best) > hits(iso) else None
+    if 2 * hits(best if fmt else iso) > sample.len():
+        return DateGuess(fmt)
+    read = pl.select(pl.coalesce([read_datetimes(sample, f) for f in (iso, best)])).to_series()
+    return DateGuess(fmt, unrecognised=str(sample.filter(read.is_null())[0]))
 
 
 @dataclass(frozen=True, slots=True)
 class Starter:
     mapping_toml: str
     summary: list[str]
+
+
+def _unrecognised(column: str, example: str | None, key: str) -> str:
+    """``example`` None for a birth date: personal data is never repeated (validate.py)."""
+    shown = ""
+    if example is not None:
+        cut = example if len(example) <= 40 else example[:40] + "…"
+        shown = f" (e.g. {cut!r})"
+    return f"could not recognise the date format of {column!r}{shown}: set [formats] {key}"
 
 
 def _toml_str(text: str) -> str:
@@ -239,17 +278,36 @@ def starter_mapping(source: Source, origin: str) -> Starter:
         "[formats]                       # strftime patterns; leave out for ISO 8601",
     ]
     fmt_note = '# datetime = "%d-%m-%Y %H:%M"'
+    unread_dates: list[str] = []  # said in the file and in init's output
     if rows is not None:
+        patterns: dict[str, str | None] = {}  # column -> its pattern (None: ISO 8601)
         for fld in ("performance_start", "order_datetime"):
-            if fld in rows.columns:
-                fmt = guess_datetime_format(rows[fld])
-                if fmt:
-                    fmt_note = f"datetime = {_toml_str(fmt)}        # guessed from {guessed[fld]!r}"
-                break
+            if fld not in rows.columns:
+                continue
+            guess = guess_date_format(rows[fld])
+            if guess.unrecognised is not None:
+                unread_dates.append(_unrecognised(guessed[fld], guess.unrecognised, "datetime"))
+                continue
+            patterns[guessed[fld]] = guess.format
+            if guess.format and fmt_note.startswith("#"):
+                fmt_note = (
+                    f"datetime = {_toml_str(guess.format)}        # guessed from"
+                    f" {guessed[fld]!r}: check"
+                )
+        if len(set(patterns.values())) > 1:
+            written = ", ".join(f"{c!r} {f or 'ISO 8601'}" for c, f in patterns.items())
+            unread_dates.append(
+                f"the date columns are written differently ({written}) but [formats] datetime"
+                " is one pattern for both: export them alike"
+            )
         if "birth_date" in rows.columns:
-            bfmt = guess_datetime_format(rows["birth_date"])
-            if bfmt:
-                out.append(f"birth_date = {_toml_str(bfmt.split(' ')[0])}   # guessed: check")
+            bguess = guess_date_format(rows["birth_date"], two_digit_years=False)
+            if bguess.unrecognised is not None:
+                unread_dates.append(_unrecognised(guessed["birth_date"], None, "birth_date"))
+            elif bguess.format:
+                bfmt = bguess.format.split(" ")[0]
+                out.append(f"birth_date = {_toml_str(bfmt)}   # guessed: check")
+    out += [f"# {line}" for line in unread_dates]
     out.append(fmt_note)
 
     unplaced = 0
@@ -284,4 +342,5 @@ def starter_mapping(source: Source, origin: str) -> Starter:
         )
     if unplaced:
         summary.append(f"{unplaced} house code(s) could not be placed: decide them in the mapping")
+    summary += unread_dates
     return Starter(mapping_toml="\n".join(out), summary=summary)
