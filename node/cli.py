@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from dataclasses import asdict, replace
@@ -16,10 +17,18 @@ from pathlib import Path
 import polars as pl
 
 from node.agent import AgentSettings, ExitCode, NodeAgent
-from node.config import EXAMPLE, ConfigError, NodeConfig, load_config, starter_config
+from node.config import (
+    EXAMPLE,
+    ConfigError,
+    NodeConfig,
+    load_config,
+    missing_tls_files,
+    starter_config,
+)
 from node.data import DataError, load
 from node.datasource import DataSetup, setup_from_config, setup_from_file
 from node.enrol import check_own_certificate, make_request
+from node.ingest.mapping import Mapping, MappingError, load_mapping
 from node.ingest.pipeline import DEFAULT_MAX_BAD_SHARE, check_source, quarantined_rows
 from node.ingest.problems import DEFAULT_ROWS_SHOWN
 from node.ingest.sources import SourceError, file_source
@@ -79,6 +88,14 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+def _fail_listed(heading: str, problems: list[str], code: int = 2) -> int:
+    """Several problems one per line under what they are about (one stays on one line)."""
+    if len(problems) == 1:
+        return _fail(f"{heading}: {problems[0]}", code)
+    listed = "\n".join(f"  - {p}" for p in problems)
+    return _fail(f"{heading}: {len(problems)} problems\n{listed}", code)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     config: NodeConfig = load_config(args.config)
     _setup_logging(args.log_level, config.institution_id, args.log_format)
@@ -89,6 +106,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             " cannot verify who you are. Use this only for a local demo, never with real data."
         )
     else:
+        missing = missing_tls_files(config.tls)
+        if missing:
+            raise ConfigError(str(args.config), missing)
         # The coordinator checks this certificate too, but cannot tell this node why it refuses
         # one at the TLS handshake: check it here first, before loading any data.
         for warning in check_own_certificate(
@@ -151,8 +171,14 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
 
 def _setup(args: argparse.Namespace) -> DataSetup:
     """The data to read: a file given on the command line, or the configured source."""
-    if args.config is not None:
-        return setup_from_config(load_config(args.config), args.path, args.mapping)
+    config = load_config(args.config) if args.config is not None else None
+    mapping = args.mapping or (config.data.mapping if config is not None else None)
+    if mapping is not None:
+        # Read here first so that a broken mapping is a MappingError of its own, listed one
+        # problem a line under the file's name (the setup reads it again: a few lines of TOML).
+        load_mapping(mapping)
+    if config is not None:
+        return setup_from_config(config, args.path, args.mapping)
     if args.path is None:
         raise ConfigError("command line", ["give a data file, or --config with a [data] section"])
     share = DEFAULT_MAX_BAD_SHARE if args.max_bad_share is None else args.max_bad_share
@@ -165,7 +191,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
         setup = replace(setup, settings=replace(setup.settings, max_bad_share=args.max_bad_share))
     checking = check_source(setup.source, setup.settings)
     report = checking.report
-    text = report.format(max_rows=None if args.all else DEFAULT_ROWS_SHOWN)
+    advice: tuple[str, ...] = ()
+    if setup.settings.mapping.origin == Mapping().origin and any(
+        e.startswith("required column") for e in report.file_errors
+    ):
+        advice = (
+            "without a mapping the export must use the canonical column names"
+            " (docs/node-data.md). Run `publiek-node init"
+            f" {args.path or 'FILE'}` to write a mapping.toml for your columns, then pass"
+            " --mapping mapping.toml",
+        )
+    text = report.format(max_rows=None if args.all else DEFAULT_ROWS_SHOWN, advice=advice)
     if args.problems is not None and not report.problems.is_empty():
         report.write_problems_csv(args.problems)
         text += f"\nevery problem, one per line: {args.problems}"
@@ -178,7 +214,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if setup.settings.match_key is not None:
         # Every node of the sector must show the same one (docs/reach.md).
         text += f"\nmatch-key fingerprint: {setup.settings.match_key.fingerprint}"
-    print(text, file=sys.stdout if report.passed else sys.stderr)
+    # The report goes to standard output, pass or fail, so that `> report.txt` keeps it; a
+    # failure also says so in one line on standard error, which stays on the screen.
+    print(text)
+    if not report.passed:
+        print(f"publiek-node: check {report.source}: {report.verdict()}", file=sys.stderr)
     return 0 if report.passed else 1
 
 
@@ -314,14 +354,25 @@ def _cmd_init(args: argparse.Namespace) -> int:
     text = starter_config(_relative(data_path, base), _relative(mapping_path, base))
     if args.institution_id is not None:
         text = _with_identity(text, args.institution_id, args.key_out, base)
-    config_path.write_text(text, encoding="utf-8")
+    config_path.write_text(_mark_guesses(text), encoding="utf-8")
     print(f"looked at {data_path}:")
     for line in starter.summary:
         print(f"  {line}")
     print(f"wrote {mapping_path} (how your export maps onto ticket_line; check every guess)")
-    print(f"wrote {config_path} (the node configuration; fill in identity and coordinator)")
+    print(
+        f"wrote {config_path} (the node configuration; fill in identity and coordinator, and"
+        " check the guessed institution_type and institution_region)"
+    )
     print(f"next: publiek-node check {data_path} --mapping {mapping_path}")
     return 0
+
+
+def _mark_guesses(text: str) -> str:
+    """The example's institution type and region, marked like init's other guesses: left as
+    they are, every ticket of a Flemish house would be filed under Noord-Holland."""
+    return re.sub(
+        r'^(institution_(?:type|region) = "[^"]*"\s+# )', r"\1guessed: check; ", text, flags=re.M
+    )
 
 
 def _with_identity(text: str, institution_id: str, key: Path, base: Path) -> str:
@@ -569,8 +620,14 @@ def main(argv: list[str] | None = None) -> int:
             print(err.report.format(), file=sys.stderr)
             return _fail("the data cannot be used (see above)")
         return _fail(str(err))
+    except MappingError as err:
+        return _fail_listed(f"mapping {err.source}", err.problems)
+    except ConfigError as err:
+        # Its text is "<what>: p1; p2": the problems go one a line under <what>.
+        joined = "; ".join(err.problems)
+        heading = str(err).removesuffix(joined).removesuffix(": ")
+        return _fail_listed(heading, err.problems)
     except (
-        ConfigError,
         LedgerError,
         TlsConfigError,
         IdentityError,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from node.geo import Location
 from node.ingest.pipeline import DEFAULT_MAX_BAD_SHARE
@@ -110,6 +110,39 @@ class ConfigError(ValueError):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(problems))
+
+
+_ENROL: Final[str] = "docs/runbook.md §2, Enrol a node"
+
+
+def missing_tls_files(tls: TlsFiles) -> list[str]:
+    """The configured TLS files that do not exist yet, each with where it comes from.
+
+    Right after ``init`` none of them exists; "not a readable PEM certificate" would send the
+    operator looking inside a file that is simply not there.
+    """
+    where = {
+        "ca": (
+            tls.ca,
+            "get ca.pem, the sector CA certificate, from the sector body; it sends it back with"
+            " your signed certificate",
+        ),
+        "cert": (
+            tls.cert,
+            "this node's certificate comes from the sector body, which signs the request"
+            " `publiek-node init --institution-id ID` makes",
+        ),
+        "key": (
+            tls.key,
+            "`publiek-node init --institution-id ID` makes this node's private key, with the"
+            " certificate request",
+        ),
+    }
+    return [
+        f"tls.{name}: {path} does not exist: {what} ({_ENROL})"
+        for name, (path, what) in where.items()
+        if not path.exists()
+    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,3 +125,37 @@ def test_node_with_missing_config_fails_clearly(
 ) -> None:
     assert node_main(["run", "--config", str(tmp_path / "none.toml")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_node_run_without_its_tls_files_says_where_they_come_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Straight after `init`: no certs yet. Not "not a readable PEM certificate"."""
+    config = tmp_path / "node.toml"
+    config.write_text(
+        'institution_id = "x"\ninstitution_type = "theatre"\n[data]\ntickets = "t.csv"\n'
+        '[coordinator]\naddress = "127.0.0.1:1"\n'
+        '[tls]\nca = "certs/ca.pem"\ncert = "certs/node.pem"\nkey = "certs/node.key"\n'
+        '[ledger]\npath = "ledger.sqlite"\n'
+    )
+    assert node_main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "readable PEM" not in err
+    lines = err.splitlines()
+    assert lines[0] == f"publiek-node: {config}: 3 problems"
+    assert lines[1] == (
+        f"  - tls.ca: {tmp_path / 'certs' / 'ca.pem'} does not exist: get ca.pem, the sector CA"
+        " certificate, from the sector body; it sends it back with your signed certificate"
+        " (docs/runbook.md §2, Enrol a node)"
+    )
+    assert "`publiek-node init --institution-id ID`" in lines[2] and "tls.cert" in lines[2]
+    assert "`publiek-node init --institution-id ID`" in lines[3] and "tls.key" in lines[3]
+    # The section named is the one that tells how ca.pem arrives.
+    runbook = (Path(__file__).resolve().parent.parent / "docs" / "runbook.md").read_text()
+    section = runbook.split("## 2. Enrol a node", 1)[1].split("\n## ", 1)[0]
+    assert "sends\nback the certificate with `ca.pem`" in section
+    # With the CA there, only the node's own files are missing (nothing else is checked yet).
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("")
+    assert node_main(["run", "--config", str(config)]) == 2
+    assert "2 problems" in capsys.readouterr().err.splitlines()[0]

@@ -11,6 +11,8 @@ is the first data row, as in a spreadsheet. For Parquet and SQL the first row is
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Final
 import polars as pl
 
 from node.ingest.mapping import CODE_FIELDS
+from node.ingest.starter import guess_code, guess_date_format
 
 ERROR = "error"  # the row is quarantined
 WARNING = "warning"  # the row is kept; the one field is set aside (made null)
@@ -32,6 +35,7 @@ PROBLEM_SCHEMA: dict[str, pl.DataType] = {
 }
 
 DEFAULT_ROWS_SHOWN = 20
+ROW_NUMBERS_SHOWN = 5  # per distinct unknown code, in the grouped view
 
 
 class Kind(StrEnum):
@@ -55,19 +59,70 @@ class Kind(StrEnum):
     ORDER_AFTER_START = "ordered after the performance"
 
 
-def hint(column: str, kind: str) -> str | None:
-    """What to do about a kind of problem, said once above its rows."""
+def hint(column: str, kind: str, messages: list[str] | None = None) -> str | None:
+    """What to do about a kind of problem, said once above its rows.
+
+    ``messages`` are the rows' own messages (a few distinct ones): the advice on dates quotes a
+    value from them and, when it can tell, the pattern that reads it.
+    """
     if kind == Kind.UNKNOWN_CODE and column in CODE_FIELDS:
         return (
             f"map your codes under [values.{column}] in the mapping file; {column} codes:"
             f" {', '.join(CODE_FIELDS[column])}"
         )
+    if kind == Kind.NOT_A_DATETIME:
+        return _date_hint(messages or [])
     return _HINTS.get(kind)
 
 
+# The row messages quote the raw value first (validate.py: "'07-02-24 12:07' is not ..."); the
+# report keeps no raw values, so the advice takes its examples from there.
+_QUOTED: Final[re.Pattern[str]] = re.compile(r"^'(.*)' is not ")
+_IN_FORMAT: Final[re.Pattern[str]] = re.compile(r" in the format '(.*)'$")
+
+
+def quoted_value(message: str) -> str | None:
+    """The raw value a row message quotes, unless it was cut for showing (or there is none)."""
+    m = _QUOTED.match(message)
+    if m is None or m.group(1).endswith("…"):
+        return None
+    return m.group(1)
+
+
+def _date_hint(messages: list[str]) -> str:
+    values = [v for m in messages if (v := quoted_value(m)) is not None]
+    fmt = next((m.group(1) for msg in messages if (m := _IN_FORMAT.search(msg))), None)
+    guess = guess_date_format(pl.Series(values, dtype=pl.String())) if values else None
+    fits = guess.format if guess is not None and guess.unrecognised is None else None
+    example = f"values like {values[0]!r}" if values else "these values"
+    if fmt is not None:
+        text = (
+            f"[formats] datetime in the mapping is {fmt!r}, which does not read {example}"
+            " (or they are impossible dates, such as 30 February)"
+        )
+        if fits and fits != fmt:
+            text += f'; they fit datetime = "{fits}"'
+        return text
+    text = "dates are read as ISO 8601 (2024-02-07 20:15) unless [formats] datetime in the mapping"
+    if fits:
+        return f'{text} gives your pattern: for {example} set datetime = "{fits}" under [formats]'
+    return (
+        f"{text} gives your pattern: for {example} write its strftime pattern there (e.g."
+        ' datetime = "%d-%m-%Y %H:%M" for 07-02-2024 20:15); an impossible date (30 February)'
+        " is never read"
+    )
+
+
+def mapping_line(column: str, value: str) -> str:
+    """A line to paste under [values.<column>] that maps ``value`` (a guess, or the choices)."""
+    target = guess_code(column, value)
+    if target is not None:
+        return f"{json.dumps(value, ensure_ascii=False)} = {json.dumps(target)}   # guessed: check"
+    choices = ", ".join(CODE_FIELDS[column])
+    return f'{json.dumps(value, ensure_ascii=False)} = "<one of {choices}>"'
+
+
 _HINTS: Final[dict[str, str]] = {
-    Kind.NOT_A_DATETIME: "dates are read as ISO 8601 unless [formats] datetime in the mapping"
-    ' gives your format (e.g. "%d-%m-%Y %H:%M")',
     Kind.DUPLICATE_ID: "the first row with an id is used; later rows with it are quarantined",
     Kind.TOO_MANY_FIELDS: "quote values that contain the delimiter",
     Kind.TOO_LONG: "the value is not shown; a field this long is an export accident",
@@ -145,6 +200,70 @@ class ValidationReport:
             .sort("severity", "first_row", "column")
         )
 
+    def unknown_codes(self) -> pl.DataFrame:
+        """Unknown codes by distinct value: column, message, rows (count), first_rows, value.
+
+        A code repeats on every row that uses it; grouped, a repeated code is one decision.
+        """
+        unknown = self.problems.filter(pl.col("kind") == Kind.UNKNOWN_CODE.value)
+        codes = (
+            unknown.group_by("column", "message")
+            .agg(
+                pl.len().alias("rows"),
+                pl.col("row").sort().head(ROW_NUMBERS_SHOWN).alias("first_rows"),
+                pl.col("row").min().alias("first_row"),
+            )
+            .sort("column", "rows", "first_row", descending=[False, True, False])
+        )
+        values = [quoted_value(m) for m in codes["message"]]  # one per distinct code: few
+        return codes.with_columns(pl.Series("value", values, dtype=pl.String()))
+
+    def verdict(self) -> str:
+        """The outcome in one line (the last line of the report says it with more context)."""
+        failures = self.failures
+        if self.file_errors:
+            more = len(self.file_errors) - 1
+            return "FAILED: " + self.file_errors[0] + (f" (and {more} more)" if more else "")
+        if failures:
+            return "FAILED: " + "; ".join(failures)
+        verdict = "PASSED"
+        if self.quarantined:
+            verdict += f" with {self.quarantined:,} row(s) quarantined"
+        return f"{verdict}: {self.rows_kept:,} ticket rows can be used"
+
+    def _unknown_code_lines(self, max_rows: int | None) -> list[str]:
+        codes = self.unknown_codes()
+        if codes.is_empty():
+            return []
+        out = [
+            "",
+            "Unknown codes, by value (add each line under its [values.<field>] in the mapping"
+            " file, then check again):",
+        ]
+        for (column,), group in codes.group_by("column", maintain_order=True):
+            shown = group if max_rows is None else group.head(max_rows)
+            for g in shown.iter_rows(named=True):
+                rows = ", ".join(str(r) for r in g["first_rows"])
+                if g["rows"] > len(g["first_rows"]):
+                    rows += f" and {g['rows'] - len(g['first_rows']):,} more"
+                which = "row" if g["rows"] == 1 else "rows"
+                out.append(f"  {g['message']}: {g['rows']:,} row(s) ({which} {rows})")
+                if g["value"] is None:
+                    out.append(
+                        f"    add it under [values.{column}] as it is in the export (it is too"
+                        " long to show here)"
+                    )
+                else:
+                    out.append(
+                        f"    add under [values.{column}]:  {mapping_line(column, g['value'])}"
+                    )
+            hidden = group.height - shown.height
+            if hidden:
+                out.append(
+                    f"  ... and {hidden:,} more {column} code(s) (list every one with --all)"
+                )
+        return out
+
     def summary_lines(self) -> list[str]:
         lines = [f"{self.source}" + (f" ({self.description})" if self.description else "")]
         if self.file_errors:
@@ -158,17 +277,20 @@ class ValidationReport:
         )
         return lines
 
-    def format(self, max_rows: int | None = DEFAULT_ROWS_SHOWN) -> str:
+    def format(
+        self, max_rows: int | None = DEFAULT_ROWS_SHOWN, advice: tuple[str, ...] = ()
+    ) -> str:
         """The full report as text: file-level errors, every kind of problem with its rows.
 
         ``max_rows`` limits the rows listed per kind of problem (None lists every one); the
-        count of each kind is always complete.
+        count of each kind is always complete. ``advice`` is said just above the verdict.
         """
         out = self.summary_lines()
         for note in self.notices:
             out.append(f"  note: {note}")
         for err in self.file_errors:
             out.append(f"  error: {err}")
+        out += self._unknown_code_lines(max_rows)
         counts = self.counts()
         if counts.height:
             out.append("")
@@ -178,14 +300,22 @@ class ValidationReport:
                     f"  {group['severity']:<7} {group['column']}: {group['kind']}"
                     f" — {group['rows']:,} row(s)"
                 )
-                advice = hint(group["column"], group["kind"])
-                if advice:
-                    out.append(f"    ({advice})")
                 rows = self.problems.filter(
                     (pl.col("severity") == group["severity"])
                     & (pl.col("column") == group["column"])
                     & (pl.col("kind") == group["kind"])
                 ).sort("row")
+                examples = rows["message"].unique(maintain_order=True).head(50).to_list()
+                said = hint(group["column"], group["kind"], examples)
+                if said:
+                    out.append(f"    ({said})")
+                if group["kind"] == Kind.UNKNOWN_CODE and max_rows is not None:
+                    # Listed by value above; row by row they would repeat one code many times.
+                    out.append(
+                        "    (listed by value above; --all lists every row, and --problems FILE"
+                        " writes them to a file)"
+                    )
+                    continue
                 shown = rows if max_rows is None else rows.head(max_rows)
                 for p in shown.iter_rows(named=True):
                     where = f"row {p['row']}" if p["row"] is not None else "file"
@@ -194,16 +324,11 @@ class ValidationReport:
                 if hidden:
                     out.append(f"    ... and {hidden:,} more (list every one with --all)")
         out.append("")
-        failures = self.failures
+        out += [f"hint: {a}" for a in advice]
         if self.file_errors:
             out.append("FAILED: the export cannot be used as it is (see above)")
-        elif failures:
-            out.append("FAILED: " + "; ".join(failures))
         else:
-            verdict = "PASSED"
-            if self.quarantined:
-                verdict += f" with {self.quarantined:,} row(s) quarantined"
-            out.append(f"{verdict}: {self.rows_kept:,} ticket rows can be used")
+            out.append(self.verdict())
         return "\n".join(out)
 
     def write_problems_csv(self, path: Path) -> None:
@@ -237,15 +362,20 @@ def problem_lines(report: ValidationReport, limit: int = 10) -> list[str]:
         return list(report.file_errors)
     lines = list(report.failures)
     for group in report.counts().iter_rows(named=True):
+        # One example per distinct message: a code on 400 rows is one example, not ten.
         examples = (
             report.problems.filter(
                 (pl.col("column") == group["column"]) & (pl.col("kind") == group["kind"])
             )
+            .group_by("message")
+            .agg(pl.col("row").min(), pl.len().alias("n"))
             .sort("row")
             .head(limit)
         )
         detail = "; ".join(
-            f"row {r['row']}: {r['message']}" for r in examples.iter_rows(named=True)
+            f"row {r['row']}: {r['message']}"
+            + (f" (and {r['n'] - 1:,} more rows)" if r["n"] > 1 else "")
+            for r in examples.iter_rows(named=True)
         )
         lines.append(
             f"{group['severity']}: {group['column']}: {group['kind']} in {group['rows']:,}"

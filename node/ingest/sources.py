@@ -111,21 +111,25 @@ _SURROGATES = re.compile("[\udc80-\udcff]+")
 _NON_ASCII_TEXT = re.compile("[^\x00-\x7f\udc80-\udcff]")
 
 
-def transcode(data: bytes, encoding: str) -> tuple[bytes, list[str]]:
-    """The file as UTF-8 bytes, with notes on what was done.
+def transcode(data: bytes, encoding: str) -> tuple[bytes, list[str], str]:
+    """The file as UTF-8 bytes, with notes on what was done and the encoding it turned out in.
 
     ``encoding`` "auto" keeps every valid UTF-8 sequence and reads the bytes that are not valid
     UTF-8 as Windows-1252: right for a legacy export, and for the "mixed" file a spreadsheet
     produces when someone pastes accented text into a UTF-8 export. The lines that needed it
-    are named, so the operator can look.
+    are named, so the operator can look. A file with no valid UTF-8 beyond ASCII is simply
+    Windows-1252, and is described as that.
     """
     notes: list[str] = []
+    label = "UTF-8 with Windows-1252 lines"
     if encoding == "utf-16":
         text = data.decode("utf-16", errors="replace")
         notes.append("read as UTF-16")
+        label = "UTF-16"
     elif encoding == "windows-1252":
         text = data.decode("cp1252", errors="replace")
         notes.append("read as Windows-1252")
+        label = "Windows-1252"
     else:
         text = data.decode("utf-8", errors="surrogateescape")
         lines: list[int] = []
@@ -150,10 +154,11 @@ def transcode(data: bytes, encoding: str) -> tuple[bytes, list[str]]:
             )
         else:
             notes.append("read as Windows-1252 (the legacy encoding of many Windows exports)")
+            label = "Windows-1252"
         text = fixed
     if "\ufffd" in text:
         notes.append("some bytes match no character of the encoding and were replaced by '�'")
-    return text.lstrip("\ufeff").encode("utf-8"), notes
+    return text.lstrip("\ufeff").encode("utf-8"), notes, label
 
 
 def diagnose_csv(text: str, delimiter: str) -> str:
@@ -196,6 +201,7 @@ class CsvFile:
         self._size = 0
         self._ends_mid_row = False
         self._needs_transcoding = False
+        self._read_as: str | None = None  # the encoding transcoding found, once read
 
     @property
     def display(self) -> str:
@@ -228,6 +234,7 @@ class CsvFile:
         if encoding == "auto":
             encoding = "utf-8" if _utf8_ok(sample, final=len(sample) == self._size) else "auto"
         self.encoding = encoding
+        self._read_as = None
 
         if encoding == "utf-16":
             text = sample.decode("utf-16", errors="replace")
@@ -269,6 +276,8 @@ class CsvFile:
         return self.columns
 
     def _encoding_label(self) -> str:
+        if self._read_as is not None:
+            return self._read_as
         return {"utf-8": "UTF-8", "windows-1252": "Windows-1252", "utf-16": "UTF-16"}.get(
             self.encoding, "UTF-8 with Windows-1252 lines"
         )
@@ -341,7 +350,7 @@ class CsvFile:
             if raw.startswith(codecs.BOM_UTF8):
                 data = raw[len(codecs.BOM_UTF8) :]
         else:
-            data, notes = transcode(raw, encoding)
+            data, notes, self._read_as = transcode(raw, encoding)
         if b"\n" not in data and b"\r" in data:
             data = data.replace(b"\r", b"\n")
         return data, notes
