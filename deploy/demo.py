@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from deploy.devcerts import make_dev_pki
 from synthetic import Sector, SectorConfig, generate_sector
+from synthetic.geography import pc4_table
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PLAN = REPO / "deploy" / "plans" / "s1-demo.toml"
@@ -59,6 +60,12 @@ allowed_modes = ["secure"]
 
 [matching]
 key_file = "{match_key}"
+
+# Where the institution's venue is, and where postcode areas are (the synthetic sector's own
+# PC4 table): without them every customer's distance would be unknown (S4 all "unknown").
+[geography]
+location = "{lat:.5f}, {lon:.5f}"
+pc4_centroids = "{pc4}"
 """
 
 
@@ -334,6 +341,8 @@ def run_demo(
         port = _wait_for_file(port_file, coordinator, 60)
         step(f"starting {len(ids)} node processes (logs in {out / 'logs'}/)")
         match_key = write_match_key(out / "nodes")
+        pc4 = out / "nodes" / "pc4_centroids.csv"
+        pc4_table().write_csv(pc4)
         for inst in sector.institutions:
             folder = out / "nodes" / inst.institution_id
             folder.mkdir(parents=True)
@@ -352,6 +361,9 @@ def run_demo(
                     key=pair.key.resolve(),
                     cap=BUDGET_CAP,
                     match_key=match_key.resolve(),
+                    lat=inst.lat,
+                    lon=inst.lon,
+                    pc4=pc4.resolve(),
                 ),
                 encoding="utf-8",
             )

@@ -131,6 +131,8 @@ def test_revenue_is_shown_in_euros() -> None:
     assert view.cells[0].low == "1,234.06" and view.cells[0].noisy_sum == "1,234.63"
     assert view.measure_label == "Revenue (€)"
     assert ">1,234.6</text>" in view.figures[0].svgs[0]  # the bar's label is in euros too
+    # Sentences name the unit as a word: "a standard deviation of 0.25 euros".
+    assert "0.25 euros;" in view.noise and "revenue (€)" not in view.noise
 
 
 @pytest.mark.parametrize("top", [0.4, 1, 7, 99, 101, 1234, 987_654, 3.2e9])

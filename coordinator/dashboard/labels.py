@@ -123,6 +123,13 @@ def measure_label(measure: str) -> str:
     return _MEASURES.get(measure, (_readable(measure), "", 1))[0]
 
 
+def unit_word(measure: str) -> str:
+    """The measure as the unit in a sentence: "an sd of 12 tickets", "of 7,745.97 euros"."""
+    if measure == "revenue_cents":
+        return "euros"
+    return measure_label(measure).lower()
+
+
 def measure_meaning(measure: str) -> str:
     """What one customer adds to a cell, in a few words (empty for an unknown measure)."""
     return _MEASURES.get(measure, ("", "", 1))[1]

@@ -391,7 +391,7 @@ def table_view(
 ) -> TableView:
     measure = table["measure"]
     divisor = labels.unit_divisor(measure)
-    unit = labels.measure_label(measure).lower()
+    unit = labels.unit_word(measure)
     noise, post = table["noise"], table["post_processing"]
     dims = tuple(
         Dimension(
