@@ -155,7 +155,9 @@ def test_an_empty_or_all_suppressed_table_still_draws() -> None:
 def test_keys_and_dimensions_read_as_words() -> None:
     assert labels.key_label("region", "NL-FR") == "Fryslân"
     assert labels.key_label("institution_region", "BE-VAN") == "Antwerpen"
-    assert labels.key_label("discipline", "klassieke_muziek") == "Klassieke muziek"
+    assert (
+        labels.key_label("discipline", "klassieke_muziek") == "Klassieke muziek (classical music)"
+    )
     assert labels.key_label("quarter", "2024Q3") == "2024Q3"
     assert labels.key_label("lead_time_band", "0-1 d") == "0-1 d"
     assert labels.dimension_label("segment") == "Audience segment"
@@ -264,13 +266,17 @@ def test_an_estimated_table_says_how_and_what_its_interval_leaves_out(tmp_path) 
         stored = store.put(_with(doc))
     view = views.release_view(stored)
     shown = {t.analysis_id: t for t in view.tables}
-    assert shown[first["analysis_id"]].method.startswith("distinct people")
+    # In plain words by its statistic first; the release's own (technical) text folded below.
+    method = shown[first["analysis_id"]].method
+    assert method == views._PLAIN_METHODS.get(first["statistic"], method) and method
+    assert shown[first["analysis_id"]].method_detail.startswith("distinct people")
     assert all(not t.method for t in view.tables if t.analysis_id != first["analysis_id"])
     html = pages.release_page(view, pages.served_links("/"))
     assert html.count("<dt>Method</dt>") == 1
+    assert " Note: households: CBS StatLine 71486ned (file h.csv, sha256 ab12)." in html
     assert (
-        "Distinct people from sketches &lt;b&gt;summed&lt;/b&gt;. Intervals cover the noise."
-        " Note: households: CBS StatLine 71486ned (file h.csv, sha256 ab12)." in html
+        "<summary>Technical detail</summary>Distinct people from sketches"
+        " &lt;b&gt;summed&lt;/b&gt;. Intervals cover the noise.</details>" in html
     )
 
 
@@ -286,6 +292,8 @@ def test_an_estimated_table_does_not_borrow_the_sums_sentences() -> None:
     assert "95 times in 100 the noise is smaller than" not in view.noise
     assert "heaviest buyers" not in view.bound and "counts once" in view.bound
     assert "zero or above" in view.consistency
+    reach["statistic"] = "S9"
+    assert "spreads the sector's cross-institution visitors" in views.table_view(reach, {}).method
     counted = views.table_view(table({"sector": ["all"]}, [1_000], measure="tickets"), {})
     assert "the interval does not include" in counted.bound
 

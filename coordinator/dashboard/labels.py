@@ -40,19 +40,19 @@ PERIOD_DIMENSIONS: Final[frozenset[str]] = frozenset({"quarter", "year"})
 _KEYS: Final[dict[str, dict[str, str]]] = {
     "discipline": {
         "toneel": "Toneel (theatre)",
-        "cabaret_kleinkunst": "Cabaret, kleinkunst",
-        "musical_operette": "Musical, operette",
-        "opera_muziektheater": "Opera, muziektheater",
+        "cabaret_kleinkunst": "Cabaret, kleinkunst (cabaret, song)",
+        "musical_operette": "Musical, operette (musicals, operetta)",
+        "opera_muziektheater": "Opera, muziektheater (opera, music theatre)",
         "dans": "Dans (dance)",
-        "klassieke_muziek": "Klassieke muziek",
-        "populaire_muziek": "Populaire muziek",
-        "jeugd_familie": "Jeugd, familie",
-        "amateur": "Amateur",
+        "klassieke_muziek": "Klassieke muziek (classical music)",
+        "populaire_muziek": "Populaire muziek (popular music)",
+        "jeugd_familie": "Jeugd, familie (children, family)",
+        "amateur": "Amateur (amateur arts)",
         "film": "Film",
-        "museum_tentoonstelling": "Museum, tentoonstelling",
+        "museum_tentoonstelling": "Museum, tentoonstelling (museums, exhibitions)",
         "erfgoed": "Erfgoed (heritage)",
-        "literatuur_lezing": "Literatuur, lezing",
-        "festival_multidisciplinair": "Festival, multidisciplinair",
+        "literatuur_lezing": "Literatuur, lezing (literature, talks)",
+        "festival_multidisciplinair": "Festival, multidisciplinair (festivals)",
         "overig": "Overig (other)",
     },
     "institution_type": {
@@ -108,9 +108,20 @@ def dimension_label(name: str) -> str:
     return DIMENSIONS.get(name, _readable(name))
 
 
+# Regions keep their own names (provinces are proper names); these get a gloss.
+_REGION_GLOSS: Final[dict[str, str]] = {
+    "BE-BRU": "Brussel (Brussels)",
+    "BE-WAL": "Wallonië (Wallonia)",
+    "ABROAD": "Buitenland (abroad)",
+    "UNKNOWN": "Onbekend (unknown)",
+}
+
+
 def key_label(dimension: str, key: str) -> str:
+    """A key as a reader of the English dashboard reads it: Dutch sector terms with an English
+    gloss, as the sector uses them; provinces by their own names."""
     if dimension in REGION_DIMENSIONS and key in REGION_BY_CODE:
-        return REGION_BY_CODE[key].name
+        return _REGION_GLOSS.get(key, REGION_BY_CODE[key].name)
     known = _KEYS.get(dimension, {})
     if key in known:
         return known[key]

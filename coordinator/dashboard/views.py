@@ -96,7 +96,8 @@ class TableView:
     excluded: tuple[tuple[str, str], ...]
     open_table: bool
     # Estimated tables (reach, S7-S10) say how, and what their intervals leave out.
-    method: str = ""
+    method: str = ""  # in plain words (estimated tables only)
+    method_detail: str = ""  # the release's own method text, for analysts
     method_note: str = ""
 
     @property
@@ -417,7 +418,7 @@ def table_view(
         cells=cells,
         figures=_figures(table, table["title"], name),
         summary=(
-            f"{len(cells)} cells"
+            f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
             + (
                 f", {n_suppressed} suppressed (cannot be told from zero)"
                 if n_suppressed
@@ -435,9 +436,43 @@ def table_view(
         n_contributors=len(table["contributors"]),
         excluded=tuple((e["institution_id"], e["reason"]) for e in table.get("excluded", [])),
         open_table=len(cells) <= OPEN_TABLE_CELLS,
-        method=str(estimated.get("method", "")),
+        method=_plain_method(table["statistic"]) if estimated else "",
+        method_detail=str(estimated.get("method", "")),
         method_note=str(estimated.get("note", "")),
     )
+
+
+# What an estimated table rests on, for a reader who is not a statistician; the release's own
+# method text (technical, for analysts) is shown beneath it, folded.
+_PLAIN_METHODS: Final[dict[str, str]] = {
+    "S7": (
+        "Each institution turned its customers' e-mail addresses into codes that only the"
+        " institutions can make, so that a person who visits several institutions can be counted"
+        " once; the institutions added up noisy counts of those codes, and the number of"
+        " distinct people is estimated from them. The estimate rests on a model of how many"
+        " institutions one person visits, whose error the interval does not include (measured"
+        " on the synthetic sector: about 2% of the sector's reach)."
+    ),
+    "S8": (
+        "The distinct people of each region (estimated as in the table of people by region) per"
+        " 1,000 of the region's households, from the public household count the note names."
+    ),
+    "S9": (
+        "People who saw both disciplines at one institution are counted there. People who saw"
+        " them at different institutions cannot be counted privately at this budget; they are"
+        " estimated by a model that spreads the sector's cross-institution visitors over"
+        " disciplines by size (measured on the synthetic sector: shares off by about 0.02 on"
+        " average). The interval does not include that model's error."
+    ),
+    "S10": (
+        "How many institutions one person visits, from a model (a geometric distribution)"
+        " fitted to the same noisy counts as the sector's reach: read its shape, not each cell."
+    ),
+}
+
+
+def _plain_method(statistic: str) -> str:
+    return _PLAIN_METHODS.get(statistic, "An estimate from noisy counts; see the detail below.")
 
 
 def _noise_sentence(table: dict[str, Any], unit: str, divisor: int, fitted: bool) -> str:
@@ -472,11 +507,18 @@ def _bound_sentence(table: dict[str, Any], unit: str, divisor: int) -> str:
             "Each person counts once per institution, whatever they bought; an estimate of"
             " distinct people has no cap to trim."
         )
+    cells = int(bound["max_cells"])
+    where = "in one cell" if cells == 1 else f"in at most {cells} cells"
+    if bound["max_per_cell"] == 1 and divisor == 1:
+        return (
+            f"Before any noise, each customer counts once, {where}; one who would belong in more"
+            " cells is left out of some, which the interval does not include."
+        )
     return (
-        f"Before any noise, each customer counts in at most {bound['max_cells']} cell(s) and"
-        f" adds at most {labels.number(bound['max_per_cell'], divisor)} {unit} to any one. The"
-        " cap trims the heaviest buyers (schools, groups, subscribers), so estimates sit under"
-        " the truth by what it trimmed, which the interval does not include."
+        f"Before any noise, each customer counts {where} and adds at most"
+        f" {labels.number(bound['max_per_cell'], divisor)} {unit} to any one. The cap trims the"
+        " heaviest buyers (schools, groups, subscribers), so estimates sit under the truth by"
+        " what it trimmed, which the interval does not include."
     )
 
 
