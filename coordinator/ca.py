@@ -42,6 +42,9 @@ SERVER_DAYS = 365
 CRL_DAYS = 30
 # Clocks at institutions are not perfect: certificates are valid from a little before now.
 BACKDATE = dt.timedelta(minutes=5)
+# A serial may be typed as its first digits (ca list shows 40): this many at least, so that a
+# slip of the keyboard is more likely to match nothing than the wrong certificate.
+MIN_SERIAL_PREFIX = 6
 
 REASONS = {
     "unspecified": x509.ReasonFlags.unspecified,
@@ -418,6 +421,45 @@ class CertificateAuthority:
                 )
             )
         return sorted(out, key=lambda i: (i.subject, i.not_after))
+
+    def find_serials(self, texts: list[str]) -> list[int]:
+        """The serials of certificates this CA issued, each given as ``ca list`` shows it or
+        as a prefix of that of at least MIN_SERIAL_PREFIX digits that no other serial starts
+        with (case, colons and a leading 0x do not matter). Every problem at once."""
+        issued = self.issued()
+        found: list[int] = []
+        unknown: list[str] = []
+        problems: list[str] = []
+        for text in texts:
+            digits = text.strip().lower().replace(":", "").removeprefix("0x")
+            if not digits or not all(c in "0123456789abcdef" for c in digits):
+                problems.append(f"serial {text!r} is not hexadecimal (give it as ca list shows it)")
+                continue
+            value = int(digits, 16)
+            # openssl pads serials with zeros; ca list (serial_text) does not.
+            prefix = serial_text(value) if value else ""
+            exact = [i for i in issued if i.serial == value]
+            matches = exact or [i for i in issued if serial_text(i.serial).startswith(prefix)]
+            if not exact and len(prefix) < MIN_SERIAL_PREFIX:
+                problems.append(
+                    f"serial {text}: give at least {MIN_SERIAL_PREFIX} of its hexadecimal digits"
+                    " (ca list shows them all)"
+                )
+            elif not matches:
+                unknown.append(text)
+            elif len(matches) > 1:
+                which = ", ".join(f"{serial_text(i.serial)} ({i.subject})" for i in matches)
+                problems.append(
+                    f"serial {text} is the start of {len(matches)} serials: {which}; give more"
+                    " of its digits"
+                )
+            elif matches[0].serial not in found:
+                found.append(matches[0].serial)
+        if unknown:
+            problems.insert(0, f"this CA issued no certificate with serial {', '.join(unknown)}")
+        if problems:
+            raise CaError("; ".join(problems))
+        return found
 
     def serials_of(self, institution_id: str) -> list[int]:
         """The node certificates of an institution that are not revoked yet."""

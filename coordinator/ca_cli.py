@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from coordinator.ca import (
     CA_DAYS,
     CRL_DAYS,
+    MIN_SERIAL_PREFIX,
     NODE_DAYS,
     REASONS,
     SERVER_DAYS,
@@ -29,6 +30,8 @@ The sector CA: it certifies the coordinator and every node, and revokes certific
         certify an institution's request (made there with: publiek-node init --institution-id)
   publiek-coordinator ca revoke ca/ --institution inst-07 --reason key_compromise
         revoke; give the coordinator --crl ca/crl.pem and publish ca/crl.pem to the nodes
+  publiek-coordinator ca revoke ca/ --serial 3f2a9c --reason superseded
+        revoke one certificate: its serial as ca list shows it, or its first 6+ digits
   publiek-coordinator ca crl ca/          sign the revocation list again before it lapses
   publiek-coordinator ca server-cert ca/ --host ... --cert new.pem --key new.key
         a new coordinator certificate (rotation)
@@ -101,10 +104,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         if not serials:
             raise CaError(f"{args.institution} has no certificate that is not revoked already")
     else:
-        try:
-            serials = [int(s, 16) for s in args.serial]
-        except ValueError as err:
-            raise CaError("serial numbers are hexadecimal, as ca list shows them") from err
+        serials = ca.find_serials(args.serial)
     new = ca.revoke(serials, args.reason)
     for serial in serials:
         state = "revoked" if serial in new else "was revoked already"
@@ -212,7 +212,12 @@ def add_ca_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     revoke = verb("revoke", "revoke certificates: by serial, or all of an institution")
     which = revoke.add_mutually_exclusive_group(required=True)
-    which.add_argument("--serial", action="append", help="serial (hex, as ca list shows)")
+    which.add_argument(
+        "--serial",
+        action="append",
+        help="serial as ca list shows it, or its first digits (at least"
+        f" {MIN_SERIAL_PREFIX}, if no other serial starts with them); repeat for more",
+    )
     which.add_argument("--institution", help="every valid certificate of this institution")
     revoke.add_argument("--reason", default="unspecified", choices=sorted(REASONS))
     revoke.set_defaults(func=_cmd_revoke)

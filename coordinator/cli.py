@@ -25,7 +25,7 @@ from coordinator.registry import NodeRegistry
 from coordinator.release import ReleaseExists, write_release
 from coordinator.runner import Progress, RunAborted, RunSettings, new_run_id, run_plan
 from coordinator.server import CoordinatorServer, ServerTls, TlsConfigError
-from coordinator.sqlitefile import CoordinatorFileError
+from coordinator.sqlitefile import STATE_FORMAT, STORE_FORMAT, CoordinatorFileError, missing_file
 from coordinator.state import NodeSnapshot, RunRecord, RunStateStore
 from coordinator.store import ExportFormat, ReleaseStore, write_exclusive
 from privacy.budget import Rho
@@ -37,11 +37,11 @@ from protocols.plan import EXAMPLE, Plan, PlanError, load_plan
 from protocols.version import PROTOCOL_VERSION, software_version
 
 # Where the coordinator keeps its state and its releases unless told otherwise: files in the
-# folder it is started from, so that `run` and then `status` or `releases` in the same folder
-# find each other without options.
+# folder it is started from, so that `run` and then `status`, `releases`, `export` or `serve`
+# in the same folder find each other without options.
 DEFAULT_STATE = Path("publiek-state.sqlite")
 DEFAULT_STORE = Path("publiek-releases.sqlite")
-# What `serve` shows unless told otherwise: the store `make demo` writes (from the repository).
+# The store `make demo` writes (seen from the repository): suggested when there is no store.
 DEMO_STORE = Path("demo-output/releases.sqlite")
 
 # How often a running coordinator records its nodes and that it is alive; a run whose
@@ -68,11 +68,10 @@ first steps:
   publiek-coordinator status                         runs and nodes (from another terminal)
   publiek-coordinator releases                       every release stored
   publiek-coordinator export demo-s1-2024 --csv out/ the latest release of a plan, as CSV
-  publiek-coordinator serve --store publiek-releases.sqlite
-                                                     the dashboard on http://127.0.0.1:8000/
+  publiek-coordinator serve                          the dashboard on http://127.0.0.1:8000/
 
 state: runs and nodes in publiek-state.sqlite, releases in publiek-releases.sqlite, in the
-current folder unless --state / --store say otherwise.
+current folder unless --state / --store say otherwise (for every command that uses them).
 
 exit codes: 0 done (release written), 1 run aborted (too few nodes, nothing releasable) or
 interrupted, 2 configuration, plan, TLS, state or store problem, 70 internal error (a bug:
@@ -394,7 +393,35 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     )
 
 
+def _require_state(path: Path) -> None:
+    """A state file that is not there: say which option names it (opening would say only
+    that it is missing)."""
+    if not path.exists():
+        raise UsageError(
+            f"{missing_file(path, STATE_FORMAT)}: give --state FILE, the file the coordinator"
+            f" runs with (`run` keeps {DEFAULT_STATE} in the folder it is started from unless"
+            " --state says otherwise)"
+        )
+
+
+def _require_store(path: Path, *, demo: bool = False) -> None:
+    """A release store that is not there: say which option names it, and where a store is
+    (the demo's, seen from the repository; ``demo``: also how to make it)."""
+    if path.exists():
+        return
+    hint = (
+        f"give --store FILE, the coordinator's release store (`run` writes {DEFAULT_STORE} in"
+        " the folder it is started from unless --store says otherwise)"
+    )
+    if DEMO_STORE.exists() and path.resolve() != DEMO_STORE.resolve():
+        hint += f"; the demo's store is here: --store {DEMO_STORE}"
+    elif demo:
+        hint += f"; or run `make demo` in the repository and give --store {DEMO_STORE}"
+    raise UsageError(f"{missing_file(path, STORE_FORMAT)}: {hint}")
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
+    _require_state(args.state)
     with RunStateStore(args.state, create=False) as state:
         runs, nodes = state.runs(), state.nodes()
     now = time.time()
@@ -480,6 +507,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_releases(args: argparse.Namespace) -> int:
+    _require_store(args.store)
     with ReleaseStore(args.store, create=False) as store:
         releases = store.list()
     print(f"Release store: {args.store}")
@@ -516,6 +544,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         fmt, dest = "json", args.json
     else:
         fmt, dest = "parquet", args.parquet
+    _require_store(args.store)
     with ReleaseStore(args.store, create=False) as store:
         stored = store.get(args.release)
         paths = store.export(stored.release_id, fmt, dest)
@@ -540,6 +569,7 @@ def _cmd_export_html(args: argparse.Namespace) -> int:
     dest: Path = args.html
     if dest.is_dir():
         raise UsageError(f"{dest} is a folder; --html takes the name of the file to write")
+    _require_store(args.store)
     with ReleaseStore(args.store, create=False) as store:
         stored = store.get(args.release)
         page = report(stored)
@@ -555,12 +585,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from coordinator.dashboard.serve import serve
     except ModuleNotFoundError as err:
         raise _dashboard_missing(err) from err
-    if args.store == DEMO_STORE and not DEMO_STORE.exists():
-        raise UsageError(
-            f"no release store at {DEMO_STORE} (the default: what `make demo` writes, seen from"
-            " the repository); run `make demo` there, or give --store FILE (a coordinator's own"
-            f" store is {DEFAULT_STORE})"
-        )
+    _require_store(args.store, demo=True)
     return serve(args.store, args.host, args.port)
 
 
@@ -827,16 +852,9 @@ def build_parser() -> argparse.ArgumentParser:
         " release charts with error bars, the tables behind them, CSV/JSON/Parquet downloads,"
         " the privacy cost and provenance in plain language; a methodology page; a JSON API"
         " (/api, /openapi.json). No JavaScript, nothing fetched from elsewhere. Runs until"
-        " Ctrl-C.",
+        f" Ctrl-C. The demo's store (after `make demo`): --store {DEMO_STORE}.",
     )
-    serve.add_argument(
-        "--store",
-        type=Path,
-        default=DEMO_STORE,
-        metavar="FILE",
-        help=f"release store to show (default: {DEMO_STORE}, the one `make demo` writes; a"
-        f" coordinator's own is {DEFAULT_STORE})",
-    )
+    _store_option(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument(
         "--port", type=int, default=8000, help="port to listen on (8000; 0: any free port)"

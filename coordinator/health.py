@@ -1,11 +1,4 @@
-"""``publiek-coordinator health``: ask a running coordinator whether it serves, over mutual TLS.
-
-For container health checks, systemd watchdogs and monitoring. It calls the standard
-``grpc.health.v1.Health/Check`` for the Federation service with a deadline; exit 0 when it is
-SERVING, 1 when it answers anything else or cannot be reached. The coordinator requires a client
-certificate on every connection, health checks included: its own certificate (``ca init`` and
-``ca server-cert`` issue it for client auth too) or any node's will do.
-"""
+"""``publiek-coordinator health``: is a running coordinator serving? (``HELP`` says more.)"""
 
 from __future__ import annotations
 
@@ -19,6 +12,17 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protocols.transport import SERVICE_NAME
+
+# The command's --help: plain text, as a terminal shows it.
+HELP = """\
+Ask a running coordinator whether it serves, over mutual TLS. For container health checks,
+systemd watchdogs and monitoring.
+
+It calls the standard gRPC health check (grpc.health.v1.Health/Check) for the Federation service
+with a deadline: exit 0 when it is SERVING, 1 when it answers anything else or cannot be reached.
+The coordinator requires a client certificate on every connection, health checks included: its
+own certificate (ca init and ca server-cert issue it for client auth too) or any node's will do.
+"""
 
 
 class HealthUsageError(ValueError):
@@ -91,7 +95,7 @@ def add_health_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     h = sub.add_parser(
         "health",
         help="is a running coordinator serving? (exit 0 yes, 1 no; for health checks)",
-        description=__doc__,
+        description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     h.add_argument("--address", default="127.0.0.1:50051", help="host:port of the coordinator")

@@ -94,6 +94,15 @@ def reading(lock: threading.RLock, path: Path, error: type[CoordinatorFileError]
             raise error(_explain(path, "read", err)) from err
 
 
+def missing_file(path: Path, fmt: str) -> str:
+    """The complaint about a file of format ``fmt`` that is not there (callers add which
+    option names it)."""
+    # KNOWN_FORMATS names a file with its article ("a publiek release store"): "no ... there"
+    # takes the noun alone.
+    noun = KNOWN_FORMATS[fmt].removeprefix("a ")
+    return f"{path} does not exist (no {noun} there)"
+
+
 def _meta(db: sqlite3.Connection) -> dict[str, str]:
     return {str(k): str(v) for k, v in db.execute("SELECT key, value FROM meta")}
 
@@ -166,7 +175,7 @@ def open_database(
     what = KNOWN_FORMATS[fmt]
     if not path.exists():
         if not create:
-            raise error(f"{path} does not exist (no {what} there)")
+            raise error(missing_file(path, fmt))
         path.parent.mkdir(parents=True, exist_ok=True)
     elif path.is_dir():
         raise error(f"{path} is a folder, not {what}")

@@ -4,13 +4,16 @@ and messages, never a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from coordinator.cli import DEFAULT_STATE, DEFAULT_STORE, ago
+from coordinator.cli import DEFAULT_STATE, DEFAULT_STORE, ago, build_parser
 from coordinator.cli import main as coordinator_main
 from coordinator.state import NodeSnapshot, RunStateStore
 from coordinator.store import ReleaseStore
@@ -58,7 +61,11 @@ def main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 def test_status_without_a_state_file_says_so(tmp_path: Path) -> None:
     result = cli("status", cwd=tmp_path)
     assert result.returncode == 2
-    assert f"{DEFAULT_STATE} does not exist" in result.stderr
+    # What is missing, in English, and the option that names another file.
+    assert result.stderr.startswith(
+        f"publiek-coordinator: {DEFAULT_STATE} does not exist (no publiek coordinator run-state"
+        " file there): give --state FILE"
+    )
     assert not (tmp_path / DEFAULT_STATE).exists()  # looking does not create one
 
 
@@ -208,7 +215,93 @@ def test_releases_lists_the_store(
 
     code, _, err = main(capsys, "releases", "--store", str(tmp_path / DEFAULT_STORE))
     assert code == 2
-    assert f"{DEFAULT_STORE} does not exist" in err
+    assert f"{tmp_path / DEFAULT_STORE} does not exist (no publiek release store there):" in err
+    assert "give --store FILE" in err
+
+
+def test_a_missing_store_is_named_with_its_option_and_the_demo_store_suggested(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    commands = [
+        ("releases",),
+        ("export", "plan-a", "--csv", "tables"),
+        ("export", "plan-a", "--html", "report.html"),
+        ("serve", "--port", "0"),
+    ]
+    for args in commands:
+        code, _, err = main(capsys, *args)
+        assert code == 2, args
+        assert err.startswith(
+            f"publiek-coordinator: {DEFAULT_STORE} does not exist (no publiek release store"
+            " there): give --store FILE"
+        ), err
+        assert "the demo's store is here" not in err
+        # Only the dashboard says how to make a store to look at.
+        assert ("run `make demo`" in err) == (args[0] == "serve"), err
+    # After `make demo`, from the repository: the error points at the demo's store.
+    demo = tmp_path / "demo-output"
+    demo.mkdir()
+    with ReleaseStore(demo / "releases.sqlite") as store:
+        store.put(make_release(store_plan("plan-a"), 1))
+    for args in commands:
+        code, _, err = main(capsys, *args)
+        assert code == 2, args
+        assert err.rstrip().endswith(
+            "the demo's store is here: --store demo-output/releases.sqlite"
+        ), err
+    assert not (tmp_path / "tables").exists() and not (tmp_path / "report.html").exists()
+    assert not (tmp_path / DEFAULT_STORE).exists()  # looking does not create one
+    # The store given explicitly is the demo's: no suggestion, it is used.
+    code, out, _ = main(capsys, "releases", "--store", "demo-output/releases.sqlite")
+    assert code == 0 and "plan-a@1" in out
+
+
+def test_run_releases_export_and_serve_share_one_default_store(
+    store_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder `run` leaves its store in is the folder every other command finds it in."""
+    parser = build_parser()
+    defaults = {
+        " ".join(args): parser.parse_args(args).store
+        for args in (
+            ["run", "plan.toml", "--out", "out"],
+            ["releases"],
+            ["export", "plan-a", "--csv", "x"],
+            ["serve"],
+        )
+    }
+    assert set(defaults.values()) == {DEFAULT_STORE}, defaults
+    monkeypatch.chdir(store_dir)
+    code, out, _ = main(capsys, "releases")
+    assert code == 0 and "plan-a@2" in out
+    code, out, _ = main(capsys, "export", "plan-b", "--json", "b.json")
+    assert code == 0 and "plan-b@1" in out
+    # serve, as an operator starts it in that folder: the catalogue lists the store's releases.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coordinator", "serve", "--port", "0"],
+        cwd=store_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = None
+        deadline = time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            found = re.search(r"http://127\.0\.0\.1:\d+/", line)
+            url = found.group(0) if found else None
+        assert url is not None, proc.stderr.read() if proc.stderr else ""
+        with urllib.request.urlopen(url, timeout=30) as response:
+            page = response.read().decode("utf-8")
+        assert "plan-a@2" in page and "plan-b@1" in page
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
 
 
 def test_export_each_format_and_refuse_to_overwrite(
@@ -322,6 +415,35 @@ def test_a_run_stored_but_not_marked_released_is_finished_not_run_again(
         assert (run.status, run.release_id) == ("released", doc["release_id"])
         assert [x.ref for x in r.list()] == ["plan-a@1"]  # no second release of that run
         assert (tmp_path / "out" / "release.json").read_text() == r.get("plan-a").text
+
+
+# -- help ------------------------------------------------------------------------------------
+
+
+def test_health_help_is_plain_text(tmp_path: Path) -> None:
+    result = cli("health", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "Ask a running coordinator whether it serves" in result.stdout
+    assert "(grpc.health.v1.Health/Check)" in result.stdout
+    assert "``" not in result.stdout
+
+
+def test_no_help_shows_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command's and CA action's --help as a terminal shows it: no reStructuredText."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands = [[name] for name in sub.choices]
+    actions = ("init", "sign", "revoke", "crl", "server-cert", "list")
+    commands += [["ca", action, "--help"] for action in actions]
+    assert ["health"] in commands and ["ca"] in commands
+    for command in commands:
+        args = command if command[-1] == "--help" else [*command, "--help"]
+        with pytest.raises(SystemExit) as exit_:
+            coordinator_main(args)
+        assert exit_.value.code == 0
+        shown = capsys.readouterr().out
+        assert shown.startswith("usage: publiek-coordinator"), args
+        assert "``" not in shown, args
 
 
 # -- run, end to end -------------------------------------------------------------------------

@@ -218,6 +218,62 @@ def test_revocation_through_the_command_line(
     assert renewed.next_update - renewed.last_update == dt.timedelta(days=60)
 
 
+def test_revoke_takes_a_serial_as_ca_list_shows_it_or_its_first_digits(
+    tmp_path: Path,
+    sector_ca: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The CA draws serials at random, so two that start alike are arranged here (the first six
+    # digits shared, the seventh not); the rest is the real node init and ca sign.
+    first, second, third = 0x3F2A9C41 << 128 | 1, 0x3F2A9C77 << 128 | 2, 0x7BE01D5C << 128 | 3
+    chosen = iter([first, second, third])
+    monkeypatch.setattr(x509, "random_serial_number", lambda: next(chosen))
+    for institution in ("inst-07", "inst-08", "inst-09"):
+        _enrol(tmp_path, sector_ca, institution)
+    capsys.readouterr()
+    assert coordinator_main(["ca", "list", str(sector_ca)]) == 0
+    listing = capsys.readouterr().out
+    assert all(serial_text(s) in listing for s in (first, second, third))
+    ca_cert = _cert(sector_ca / "ca.pem")
+
+    def revoked() -> set[int]:
+        return set(RevocationList.parse((sector_ca / "crl.pem").read_bytes(), ca_cert, "").revoked)
+
+    def revoke(*serials: str) -> tuple[int, str, str]:
+        argv = ["ca", "revoke", str(sector_ca), "--reason", "superseded"]
+        code = coordinator_main([*argv, *(a for s in serials for a in ("--serial", s))])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    # A prefix two serials share: refused, naming both with their subjects.
+    code, _, err = revoke("3f2a9c")
+    assert code == 2
+    assert f"serial 3f2a9c is the start of 2 serials: {serial_text(first)} (inst-07)" in err
+    assert f"{serial_text(second)} (inst-08); give more of its digits" in err
+    # Too few digits, not hexadecimal, unknown: every problem in one message, nothing revoked.
+    code, _, err = revoke("7be01", "7be01g", "abcdef")
+    assert code == 2
+    assert "this CA issued no certificate with serial abcdef" in err
+    assert "serial 7be01: give at least 6 of its hexadecimal digits" in err
+    assert "serial '7be01g' is not hexadecimal" in err
+    assert revoked() == set()
+
+    # A unique prefix, in either case; the output names the whole serial.
+    code, out, _ = revoke("7BE01D")
+    assert code == 0 and out.startswith(f"  {serial_text(third)}: revoked\n")
+    code, out, _ = revoke("3f2a9c7")
+    assert code == 0 and f"{serial_text(second)}: revoked" in out
+    # The whole serial as openssl prints it (bytes in upper case, colons between).
+    upper = f"{first:X}"
+    code, out, _ = revoke(":".join(upper[i : i + 2] for i in range(0, len(upper), 2)))
+    assert code == 0 and f"{serial_text(first)}: revoked" in out
+    assert revoked() == {first, second, third}
+    # The same certificate named twice is revoked (here: reported) once.
+    code, out, _ = revoke("7be01d", "7BE01D5C")
+    assert code == 0 and out.count(serial_text(third)) == 1 and "was revoked already" in out
+
+
 def test_a_passphrase_protected_ca(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
