@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from deploy.devcerts import make_dev_pki
+from deploy.devcerts import DevPki, make_dev_pki
 from synthetic import Sector, SectorConfig, generate_sector
 from synthetic.geography import pc4_table
 
@@ -71,6 +71,43 @@ pc4_centroids = "{pc4}"
 
 class DemoFailed(Exception):
     pass
+
+
+def write_node_configs(
+    out: Path, sector: Sector, pki: DevPki, port: int | str, match_key: Path
+) -> dict[str, Path]:
+    """One node.toml per institution under ``out/nodes``, with the synthetic sector's PC4
+    table beside them (shared by the demo and the Flower simulation)."""
+    pc4 = out / "nodes" / "pc4_centroids.csv"
+    pc4.parent.mkdir(parents=True, exist_ok=True)
+    pc4_table().write_csv(pc4)
+    configs = {}
+    for inst in sector.institutions:
+        folder = out / "nodes" / inst.institution_id
+        folder.mkdir(parents=True)
+        pair = pki.nodes[inst.institution_id]
+        config = folder / "node.toml"
+        config.write_text(
+            NODE_TOML.format(
+                id=inst.institution_id,
+                type=inst.type,
+                region=inst.region,
+                tickets=(out / "sector" / inst.institution_id / "ticket_line.csv").resolve(),
+                country=inst.country,
+                port=port,
+                ca=pki.ca.resolve(),
+                cert=pair.cert.resolve(),
+                key=pair.key.resolve(),
+                cap=BUDGET_CAP,
+                match_key=match_key.resolve(),
+                lat=inst.lat,
+                lon=inst.lon,
+                pc4=pc4.resolve(),
+            ),
+            encoding="utf-8",
+        )
+        configs[inst.institution_id] = config
+    return configs
 
 
 def write_match_key(folder: Path) -> Path:
@@ -341,32 +378,9 @@ def run_demo(
         port = _wait_for_file(port_file, coordinator, 60)
         step(f"starting {len(ids)} node processes (logs in {out / 'logs'}/)")
         match_key = write_match_key(out / "nodes")
-        pc4 = out / "nodes" / "pc4_centroids.csv"
-        pc4_table().write_csv(pc4)
+        configs = write_node_configs(out, sector, pki, port, match_key)
         for inst in sector.institutions:
-            folder = out / "nodes" / inst.institution_id
-            folder.mkdir(parents=True)
-            pair = pki.nodes[inst.institution_id]
-            config = folder / "node.toml"
-            config.write_text(
-                NODE_TOML.format(
-                    id=inst.institution_id,
-                    type=inst.type,
-                    region=inst.region,
-                    tickets=(out / "sector" / inst.institution_id / "ticket_line.csv").resolve(),
-                    country=inst.country,
-                    port=port,
-                    ca=pki.ca.resolve(),
-                    cert=pair.cert.resolve(),
-                    key=pair.key.resolve(),
-                    cap=BUDGET_CAP,
-                    match_key=match_key.resolve(),
-                    lat=inst.lat,
-                    lon=inst.lon,
-                    pc4=pc4.resolve(),
-                ),
-                encoding="utf-8",
-            )
+            config = configs[inst.institution_id]
             log = (out / "logs" / f"{inst.institution_id}.log").open("w")
             nodes[inst.institution_id] = subprocess.Popen(
                 [*_script("publiek-node"), "run", "--config", str(config)],

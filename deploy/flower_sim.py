@@ -40,7 +40,7 @@ from flwr.app.user_config import UserConfig
 from flwr.clientapp import ClientApp
 
 from coordinator.flower import FlowerRunConfig, server_app
-from deploy.demo import BUDGET_CAP, DEFAULT_PLAN, NODE_TOML, write_match_key
+from deploy.demo import DEFAULT_PLAN, write_match_key, write_node_configs
 from deploy.devcerts import make_dev_pki
 from deploy.flower_inprocess import run_server_app
 from node.flower import client_app, handler_for_config
@@ -58,30 +58,9 @@ def write_sector(out: Path, institutions: int, seed: int, scale: float) -> list[
     )
     sector.write(out / "sector")
     pki = make_dev_pki(out / "pki", [i.institution_id for i in sector.institutions])
-    configs = []
     match_key = write_match_key(out / "nodes")
-    for inst in sector.institutions:
-        folder = out / "nodes" / inst.institution_id
-        folder.mkdir(parents=True)
-        pair = pki.nodes[inst.institution_id]
-        config = folder / "node.toml"
-        config.write_text(
-            NODE_TOML.format(
-                id=inst.institution_id,
-                type=inst.type,
-                region=inst.region,
-                tickets=(out / "sector" / inst.institution_id / "ticket_line.csv").resolve(),
-                country=inst.country,
-                port=0,  # unused: Flower carries the messages
-                ca=pki.ca.resolve(),
-                cert=pair.cert.resolve(),
-                key=pair.key.resolve(),
-                cap=BUDGET_CAP,
-                match_key=match_key,
-            ),
-            encoding="utf-8",
-        )
-        configs.append(config)
+    # port 0: unused, Flower carries the messages.
+    configs = list(write_node_configs(out, sector, pki, 0, match_key).values())
     return configs
 
 
