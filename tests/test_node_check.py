@@ -428,8 +428,8 @@ def test_a_set_date_pattern_that_does_not_read_a_value_says_so(tmp_path: Path) -
     result = check(write_tickets(tmp_path / "t.csv", rows), "--mapping", mapping)
     assert "read as ISO 8601" not in result.stdout  # the pattern is set: this is not the cause
     assert (
-        "([formats] datetime in the mapping is '%d-%m-%Y %H:%M', which does not read values like"
-        " '30-02-2024 20:15' (or they are impossible dates, such as 30 February))"
+        "  hint: [formats] datetime in the mapping is '%d-%m-%Y %H:%M', which does not read"
+        " values like '30-02-2024 20:15' (or they are impossible dates, such as 30 February)\n"
     ) in result.stdout
 
 
@@ -539,3 +539,102 @@ def test_init_names_date_columns_written_differently_and_hides_birth_dates(
     expected = "could not recognise the date format of 'birth_date': set [formats] birth_date"
     assert f"  {expected}\n" in said and f"# {expected}\n" in text
     assert "1961" not in said + text
+
+
+def test_a_ticket_priced_above_the_plausible_ceiling_is_a_warning_that_keeps_the_row(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        *good_rows(),
+        ticket_row(ticket_id="SHIFTED", price_paid_eur="1.234.567,8"),
+        ticket_row(ticket_id="CENTS", price_paid_eur="4500"),
+        ticket_row(ticket_id="SEASON", price_paid_eur="2500.00"),  # at the ceiling: no warning
+    ]
+    data = write_tickets(tmp_path / "t.csv", rows)
+    result = check(data)
+    assert result.returncode == 0, result.stdout
+    # Kept: a warning never quarantines, and the price is counted as it is.
+    assert "12 rows read; 12 usable, 0 quarantined (0.00%; limit 1.00%); 2 warning(s)" in (
+        result.stdout
+    )
+    assert "  warning price_paid_eur: implausible price — 2 row(s)\n" in result.stdout
+    assert (
+        f"{data}:row 11: price_paid_eur: '1.234.567,8' (read as 1234567.8 euros) is above 2,500"
+        " euros for one ticket: a shifted column, an amount in cents, or a misread thousands"
+        " separator? The price is kept as it is\n"
+    ) in result.stdout
+    assert f"{data}:row 12: price_paid_eur: '4500' (read as 4500.0 euros)" in result.stdout
+    assert f"{data}:row 13:" not in result.stdout
+    assert "whether it gives cents" in result.stdout  # the hint, once above the rows
+    assert "PASSED: 12 ticket rows can be used" in result.stdout
+    # The price is counted as it is: the institution's own report shows the mean price it
+    # makes, (9 x 25 + 1,234,567.8 + 4,500 + 2,500) / 12, which the warning is there to explain.
+    out = tmp_path / "report.html"
+    assert node_main(["report", str(data), "--out", str(out)]) == 0
+    assert "103,482.73 EUR" in out.read_text(encoding="utf-8")
+
+
+def test_unreadable_dates_are_listed_once_a_value_with_the_hint_said_once(tmp_path: Path) -> None:
+    # Two-digit years: 400 tickets for two performances, ordered on 25 different days.
+    rows = [
+        ticket_row(
+            ticket_id=f"T{i}",
+            order_datetime=f"{i % 25 + 1:02d}-01-24 12:07",
+            performance_start="15-02-24 20:15" if i < 300 else "16-02-24 20:00",
+        )
+        for i in range(400)
+    ]
+    data = write_tickets(tmp_path / "t.csv", rows)
+    problems = tmp_path / "problems.csv"
+    result = check(data, "--problems", problems)
+    assert result.returncode == 1
+    out = result.stdout
+    block = out[out.index("Dates that cannot be read, by value") : out.index("\nProblems (")]
+    iso = "is not an ISO date-time (YYYY-MM-DD HH:MM[:SS])"
+    assert (
+        f"  performance_start: '15-02-24 20:15' {iso}: 300 row(s) (rows 2, 3, 4, 5, 6 and 295"
+        " more)\n"
+    ) in block
+    assert (
+        f"  performance_start: '16-02-24 20:00' {iso}: 100 row(s) (rows 302, 303, 304, 305, 306"
+        " and 95 more)\n"
+    ) in block
+    assert f"  order_datetime: '01-01-24 12:07' {iso}: 16 row(s) (rows 2, 27, 52, 77, 102" in block
+    # 25 order dates: the 20 most frequent shown, the rest counted.
+    assert block.count("  order_datetime: '") == 20
+    assert "  ... and 5 more order_datetime value(s) (list every one with --all)\n" in block
+    # The advice once, for both columns (one [formats] datetime reads both), from the commonest
+    # value.
+    assert out.count("[formats] datetime") == 1
+    assert block.endswith(
+        "  hint: dates are read as ISO 8601 (2024-02-07 20:15) unless [formats] datetime in the"
+        " mapping gives your pattern: for values like '15-02-24 20:15' set datetime ="
+        ' "%d-%m-%y %H:%M" under [formats]\n'
+    )
+    # Not row by row in the problem list; every row still in --problems (and with --all).
+    assert out.count(iso) == 2 + 20
+    assert "  error   performance_start: not a date-time — 400 row(s)\n" in out
+    assert "    (listed by value above; --all lists every row" in out
+    assert problems.read_text().count(iso) == 800
+    every = check(data, "--all").stdout
+    assert every.count(iso) == 2 + 25 + 800
+    assert every.count("[formats] datetime") == 1
+
+
+def test_date_columns_written_differently_are_named_under_the_grouped_dates(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        ticket_row(
+            ticket_id=f"T{i}", order_datetime="07-02-24 12:07", performance_start="15-02-2024 20:15"
+        )
+        for i in range(30)
+    ]
+    result = check(write_tickets(tmp_path / "t.csv", rows))
+    assert result.returncode == 1
+    assert (
+        "  the date columns are written differently (order_datetime %d-%m-%y %H:%M,"
+        " performance_start %d-%m-%Y %H:%M) but [formats] datetime is one pattern for both:"
+        " export them alike\n"
+    ) in result.stdout
+

@@ -26,6 +26,7 @@ from node.ingest.matchkey import MatchKeyError, MatchKeySecret, derive_match_key
 from node.ingest.pipeline import IngestSettings, check_source
 from node.ingest.problems import DataError
 from node.ingest.sources import SqlQuery, file_source
+from node.ingest.validate import MAX_TICKET_PRICE_EUR
 from synthetic import SectorConfig, generate_sector
 from synthetic.schema import TICKET_LINE_COLUMNS, write_ticket_line_csv
 from tests.conftest import ticket_row, write_tickets
@@ -181,6 +182,35 @@ def test_house_export_with_mapping_reads_like_the_canonical_file(
     assert loaded.report.quarantined == 0
     assert "UTF-8" in loaded.report.description and "';'" in loaded.report.description
     same_tables(reference, loaded)
+
+
+def test_synthetic_prices_get_no_implausible_price_warning_and_cents_do(tmp_path: Path) -> None:
+    """The demo's twelve institutions (seed 7, small): their dearest ticket is far below the
+    ceiling (EUR 165 over the full demo's 3.1 million tickets). The same export in cents is
+    flagged on every ticket above EUR 25, and nothing is quarantined for it."""
+    sector = generate_sector(
+        SectorConfig(n_institutions=12, seed=7, years=(2024, 2024), scale=0.05)
+    )
+    tickets = pl.concat(
+        sector.tickets(i.institution_id).with_columns(
+            (pl.lit(f"{i.institution_id}-") + pl.col("ticket_id")).alias("ticket_id")
+        )
+        for i in sector.institutions
+    )
+    settings = IngestSettings(today=TODAY)
+
+    def check(frame: pl.DataFrame, name: str) -> Any:
+        return check_source(file_source(canonical_csv(frame, tmp_path / name)), settings).report
+
+    euros = check(tickets, "euros.csv")
+    assert euros.quarantined == 0
+    assert "implausible price" not in set(euros.problems["kind"])
+    cents = tickets.with_columns(pl.col("price_paid_eur") * 100)
+    report = check(cents, "cents.csv")
+    flagged = report.problems.filter(pl.col("kind") == "implausible price")
+    assert report.quarantined == 0 and set(flagged["severity"]) == {"warning"}
+    above = int((cents["price_paid_eur"].round(2) > MAX_TICKET_PRICE_EUR).sum())
+    assert flagged.height == above > len(tickets) // 10
 
 
 def test_windows_1252_export(institution: pl.DataFrame, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ PROBLEM_SCHEMA: dict[str, pl.DataType] = {
 }
 
 DEFAULT_ROWS_SHOWN = 20
-ROW_NUMBERS_SHOWN = 5  # per distinct unknown code, in the grouped view
+ROW_NUMBERS_SHOWN = 5  # per distinct unknown code or unreadable date, in the grouped view
 
 
 class Kind(StrEnum):
@@ -57,6 +57,7 @@ class Kind(StrEnum):
     BAD_BIRTH = "implausible birth year"
     BAD_EMAIL = "not an e-mail address"
     ORDER_AFTER_START = "ordered after the performance"
+    IMPLAUSIBLE_PRICE = "implausible price"
 
 
 def hint(column: str, kind: str, messages: list[str] | None = None) -> str | None:
@@ -87,6 +88,17 @@ def quoted_value(message: str) -> str | None:
     if m is None or m.group(1).endswith("…"):
         return None
     return m.group(1)
+
+
+def _pattern_of(messages: list[str]) -> str | None:
+    """The pattern init's guesser reads these messages' values with ("ISO 8601"), if any."""
+    values = [v for m in messages if (v := quoted_value(m)) is not None]
+    if not values:
+        return None
+    guess = guess_date_format(pl.Series(values, dtype=pl.String()))
+    if guess.unrecognised is not None:
+        return None
+    return guess.format or "ISO 8601"
 
 
 def _date_hint(messages: list[str]) -> str:
@@ -127,7 +139,25 @@ _HINTS: Final[dict[str, str]] = {
     Kind.TOO_MANY_FIELDS: "quote values that contain the delimiter",
     Kind.TOO_LONG: "the value is not shown; a field this long is an export accident",
     Kind.MISSING_VALUE: "only customer_id may be empty (an anonymous buyer)",
+    Kind.IMPLAUSIBLE_PRICE: (
+        "the price counts in revenue and mean price as it is; if many rows say so, check which"
+        " export column is mapped to price_paid_eur and whether it gives cents"
+    ),
 }
+
+
+# Problems listed by distinct value above the row-by-row list (which then needs --all).
+_BY_VALUE: Final[frozenset[str]] = frozenset({Kind.UNKNOWN_CODE, Kind.NOT_A_DATETIME})
+_HINT_EXAMPLES: Final[int] = 50  # distinct messages the date advice looks at
+
+
+def _rows_text(count: int, first_rows: list[int]) -> str:
+    """``400 row(s) (rows 2, 3, 4, 5, 6 and 395 more)``."""
+    rows = ", ".join(str(r) for r in first_rows)
+    if count > len(first_rows):
+        rows += f" and {count - len(first_rows):,} more"
+    which = "row" if count == 1 else "rows"
+    return f"{count:,} row(s) ({which} {rows})"
 
 
 def empty_problems() -> pl.DataFrame:
@@ -205,9 +235,21 @@ class ValidationReport:
 
         A code repeats on every row that uses it; grouped, a repeated code is one decision.
         """
-        unknown = self.problems.filter(pl.col("kind") == Kind.UNKNOWN_CODE.value)
+        return self._by_value(Kind.UNKNOWN_CODE)
+
+    def unreadable_dates(self) -> pl.DataFrame:
+        """Dates that could not be read, by distinct value (the columns of unknown_codes).
+
+        A performance's start repeats on every ticket for it, and one export writes all its
+        dates one way: grouped, a wrong pattern is one line per value, not one per row.
+        """
+        return self._by_value(Kind.NOT_A_DATETIME)
+
+    def _by_value(self, kind: Kind) -> pl.DataFrame:
+        """The problems of ``kind`` grouped by column and message (which quotes the value)."""
+        found = self.problems.filter(pl.col("kind") == kind.value)
         codes = (
-            unknown.group_by("column", "message")
+            found.group_by("column", "message")
             .agg(
                 pl.len().alias("rows"),
                 pl.col("row").sort().head(ROW_NUMBERS_SHOWN).alias("first_rows"),
@@ -243,11 +285,7 @@ class ValidationReport:
         for (column,), group in codes.group_by("column", maintain_order=True):
             shown = group if max_rows is None else group.head(max_rows)
             for g in shown.iter_rows(named=True):
-                rows = ", ".join(str(r) for r in g["first_rows"])
-                if g["rows"] > len(g["first_rows"]):
-                    rows += f" and {g['rows'] - len(g['first_rows']):,} more"
-                which = "row" if g["rows"] == 1 else "rows"
-                out.append(f"  {g['message']}: {g['rows']:,} row(s) ({which} {rows})")
+                out.append(f"  {g['message']}: {_rows_text(g['rows'], g['first_rows'])}")
                 if g["value"] is None:
                     out.append(
                         f"    add it under [values.{column}] as it is in the export (it is too"
@@ -262,6 +300,37 @@ class ValidationReport:
                 out.append(
                     f"  ... and {hidden:,} more {column} code(s) (list every one with --all)"
                 )
+        return out
+
+    def _unreadable_date_lines(self, max_rows: int | None) -> list[str]:
+        dates = self.unreadable_dates()
+        if dates.is_empty():
+            return []
+        out = ["", "Dates that cannot be read, by value (their rows are quarantined):"]
+        for (column,), group in dates.group_by("column", maintain_order=True):
+            shown = group if max_rows is None else group.head(max_rows)
+            for g in shown.iter_rows(named=True):
+                out.append(f"  {column}: {g['message']}: {_rows_text(g['rows'], g['first_rows'])}")
+            hidden = group.height - shown.height
+            if hidden:
+                out.append(
+                    f"  ... and {hidden:,} more {column} value(s) (list every one with --all)"
+                )
+        # Said once: one [formats] datetime reads both date columns. The most frequent values
+        # give its example and the pattern it suggests.
+        examples = dates.sort("rows", "first_row", descending=[True, False])["message"]
+        out.append(f"  hint: {_date_hint(examples.head(_HINT_EXAMPLES).to_list())}")
+        patterns = {
+            column: pattern
+            for (column,), group in dates.group_by("column", maintain_order=True)
+            if (pattern := _pattern_of(group["message"].head(_HINT_EXAMPLES).to_list()))
+        }
+        if len(set(patterns.values())) > 1:
+            written = ", ".join(f"{c} {p}" for c, p in patterns.items())
+            out.append(
+                f"  the date columns are written differently ({written}) but [formats] datetime"
+                " is one pattern for both: export them alike"
+            )
         return out
 
     def summary_lines(self) -> list[str]:
@@ -291,10 +360,14 @@ class ValidationReport:
         for err in self.file_errors:
             out.append(f"  error: {err}")
         out += self._unknown_code_lines(max_rows)
+        out += self._unreadable_date_lines(max_rows)
         counts = self.counts()
         if counts.height:
             out.append("")
-            out.append("Problems (errors quarantine the row; warnings keep it without that value):")
+            out.append(
+                "Problems (errors quarantine the row; warnings keep it and say what becomes of"
+                " the value):"
+            )
             for group in counts.iter_rows(named=True):
                 out.append(
                     f"  {group['severity']:<7} {group['column']}: {group['kind']}"
@@ -305,12 +378,14 @@ class ValidationReport:
                     & (pl.col("column") == group["column"])
                     & (pl.col("kind") == group["kind"])
                 ).sort("row")
-                examples = rows["message"].unique(maintain_order=True).head(50).to_list()
-                said = hint(group["column"], group["kind"], examples)
+                # A date's advice is said above, with its values; a code's is short enough
+                # to say again.
+                kind = group["kind"]
+                said = None if kind == Kind.NOT_A_DATETIME else hint(group["column"], kind)
                 if said:
                     out.append(f"    ({said})")
-                if group["kind"] == Kind.UNKNOWN_CODE and max_rows is not None:
-                    # Listed by value above; row by row they would repeat one code many times.
+                if kind in _BY_VALUE and max_rows is not None:
+                    # Listed by value above; row by row they would repeat one value many times.
                     out.append(
                         "    (listed by value above; --all lists every row, and --problems FILE"
                         " writes them to a file)"
