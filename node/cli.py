@@ -26,9 +26,9 @@ from node.config import (
     starter_config,
 )
 from node.data import DataError, load
-from node.datasource import DataSetup, setup_from_config, setup_from_file
+from node.datasource import DataSetup, SetupError, listed, setup_from_config, setup_from_file
 from node.enrol import check_own_certificate, make_request
-from node.ingest.mapping import Mapping, MappingError, load_mapping
+from node.ingest.mapping import Mapping
 from node.ingest.pipeline import DEFAULT_MAX_BAD_SHARE, check_source, quarantined_rows
 from node.ingest.problems import DEFAULT_ROWS_SHOWN
 from node.ingest.sources import SourceError, file_source
@@ -90,10 +90,7 @@ def _fail(message: str, code: int = 2) -> int:
 
 def _fail_listed(heading: str, problems: list[str], code: int = 2) -> int:
     """Several problems one per line under what they are about (one stays on one line)."""
-    if len(problems) == 1:
-        return _fail(f"{heading}: {problems[0]}", code)
-    listed = "\n".join(f"  - {p}" for p in problems)
-    return _fail(f"{heading}: {len(problems)} problems\n{listed}", code)
+    return _fail(listed(heading, problems), code)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -171,14 +168,8 @@ def _cmd_ledger(args: argparse.Namespace) -> int:
 
 def _setup(args: argparse.Namespace) -> DataSetup:
     """The data to read: a file given on the command line, or the configured source."""
-    config = load_config(args.config) if args.config is not None else None
-    mapping = args.mapping or (config.data.mapping if config is not None else None)
-    if mapping is not None:
-        # Read here first so that a broken mapping is a MappingError of its own, listed one
-        # problem a line under the file's name (the setup reads it again: a few lines of TOML).
-        load_mapping(mapping)
-    if config is not None:
-        return setup_from_config(config, args.path, args.mapping)
+    if args.config is not None:
+        return setup_from_config(load_config(args.config), args.path, args.mapping)
     if args.path is None:
         raise ConfigError("command line", ["give a data file, or --config with a [data] section"])
     share = DEFAULT_MAX_BAD_SHARE if args.max_bad_share is None else args.max_bad_share
@@ -620,8 +611,11 @@ def main(argv: list[str] | None = None) -> int:
             print(err.report.format(), file=sys.stderr)
             return _fail("the data cannot be used (see above)")
         return _fail(str(err))
-    except MappingError as err:
-        return _fail_listed(f"mapping {err.source}", err.problems)
+    except SetupError as err:
+        # Each file the configuration names, with its own problems under its name.
+        for heading, problems in err.sections.items():
+            _fail_listed(heading, problems)
+        return 2
     except ConfigError as err:
         # Its text is "<what>: p1; p2": the problems go one a line under <what>.
         joined = "; ".join(err.problems)

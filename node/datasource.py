@@ -1,7 +1,7 @@
 """From the node configuration (or command-line options) to a source, settings and geography.
 
 The configuration names files (a mapping, a key file, a PC4 centroid table) that are read here,
-once, with every problem in any of them reported together.
+once, with every problem in any of them reported together, each under the file it is in.
 """
 
 from __future__ import annotations
@@ -18,6 +18,30 @@ from node.ingest.pipeline import DEFAULT_MAX_BAD_SHARE, IngestSettings
 from node.ingest.sources import Source, SqlQuery, file_source
 
 
+class SetupError(ConfigError):
+    """Files named by the configuration cannot be used: ``sections`` maps a heading naming
+    each file ("mapping m.toml") to its problems.
+
+    A ConfigError, so callers that catch those still do; ``problems`` lists every problem with
+    its heading, and the text gives each file's problems one a line under its heading.
+    """
+
+    def __init__(self, sections: dict[str, list[str]]) -> None:
+        self.sections = sections
+        flat = [f"{heading}: {p}" for heading, problems in sections.items() for p in problems]
+        super().__init__(", ".join(sections), flat)
+
+    def __str__(self) -> str:
+        return "\n".join(listed(h, problems) for h, problems in self.sections.items())
+
+
+def listed(heading: str, problems: list[str]) -> str:
+    """Problems one a line under what they are about (a single one stays on its line)."""
+    if len(problems) == 1:
+        return f"{heading}: {problems[0]}"
+    return f"{heading}: {len(problems)} problems" + "".join(f"\n  - {p}" for p in problems)
+
+
 @dataclass(frozen=True, slots=True)
 class DataSetup:
     source: Source
@@ -26,13 +50,13 @@ class DataSetup:
     as_of: date | None = None
 
 
-def _mapping(path: Path | None, problems: list[str]) -> Mapping:
+def _mapping(path: Path | None, problems: dict[str, list[str]]) -> Mapping:
     if path is None:
         return Mapping()
     try:
         return load_mapping(path)
     except MappingError as err:
-        problems += [f"mapping {path}: {p}" for p in err.problems]
+        problems[f"mapping {path}"] = err.problems
         return Mapping()
 
 
@@ -40,7 +64,7 @@ def setup_from_config(
     config: NodeConfig, data_path: Path | None = None, mapping_path: Path | None = None
 ) -> DataSetup:
     """What the configuration says to read; ``data_path``/``mapping_path`` override it."""
-    problems: list[str] = []
+    problems: dict[str, list[str]] = {}
     data = config.data
     mapping = _mapping(mapping_path or data.mapping, problems)
     source: Source
@@ -59,16 +83,16 @@ def setup_from_config(
         try:
             secret = MatchKeySecret.load(config.match_key_file)
         except MatchKeyError as err:
-            problems += [f"matching.key_file {config.match_key_file}: {p}" for p in err.problems]
+            problems[f"matching.key_file {config.match_key_file}"] = err.problems
     geo = config.geography
     pc4 = None
     if geo.pc4_centroids is not None:
         try:
             pc4 = load_pc4_centroids(geo.pc4_centroids)
         except GeographyError as err:
-            problems += [f"geography.pc4_centroids {geo.pc4_centroids}: {p}" for p in err.problems]
+            problems[f"geography.pc4_centroids {geo.pc4_centroids}"] = err.problems
     if problems:
-        raise ConfigError("node configuration", problems)
+        raise SetupError(problems)
     return DataSetup(
         source=source,
         settings=IngestSettings(
@@ -89,10 +113,10 @@ def setup_from_file(
     max_bad_share: float = DEFAULT_MAX_BAD_SHARE,
 ) -> DataSetup:
     """For ``check``/``report`` without a node configuration: a file and maybe a mapping."""
-    problems: list[str] = []
+    problems: dict[str, list[str]] = {}
     mapping = _mapping(mapping_path, problems)
     if problems:
-        raise ConfigError("command line", problems)
+        raise SetupError(problems)
     return DataSetup(
         source=file_source(data_path, encoding=mapping.encoding, delimiter=mapping.delimiter),
         settings=IngestSettings(

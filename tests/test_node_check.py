@@ -638,3 +638,68 @@ def test_date_columns_written_differently_are_named_under_the_grouped_dates(
         " export them alike\n"
     ) in result.stdout
 
+
+def broken_node(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A node configuration whose mapping has three problems and whose key file one."""
+    data = write_tickets(tmp_path / "t.csv", good_rows())
+    mapping = tmp_path / "bad1.toml"
+    mapping.write_text(
+        '[columns2]\nticket_id = "Ticket"\n[values.discipline]\n"Toneel" = "theater"\n'
+        '[values.discipline2]\n"a" = "b"\n'
+    )
+    key = tmp_path / "short.key"
+    key.write_text("abcd")
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'institution_id = "x"\ninstitution_type = "theatre"\n[data]\ntickets = "{data}"\n'
+        f'mapping = "{mapping.name}"\n[coordinator]\naddress = "127.0.0.1:1"\n[tls]\n'
+        f'insecure = true\n[ledger]\npath = "{tmp_path / "ledger.sqlite"}"\n'
+        f'[matching]\nkey_file = "{key.name}"\n'
+    )
+    return config, mapping, key
+
+
+@pytest.mark.parametrize("command", ["run", "preview", "check"])
+def test_run_and_preview_list_mapping_problems_under_the_mapping_file(
+    tmp_path: Path, command: str, capsys: Any
+) -> None:
+    config, mapping, key = broken_node(tmp_path)
+    argv = {
+        "run": ["run", "--config", str(config)],
+        "preview": [
+            "preview",
+            str(Path(__file__).parents[1] / "deploy" / "plans" / "s1-demo.toml"),
+            "--config",
+            str(config),
+            "--show-values",
+        ],
+        "check": ["check", "--config", str(config)],
+    }[command]
+    assert node_main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    if command == "run":  # run logs first that TLS is off (this node.toml's tls.insecure)
+        assert "TLS IS OFF" in lines.pop(0)
+    assert lines[0] == f"publiek-node: mapping {mapping}: 3 problems"
+    assert lines[1].startswith("  - unknown section or key 'columns2' (expected: columns,")
+    assert lines[2].startswith("  - [values.discipline] 'Toneel' = 'theater': 'theater' is not")
+    assert lines[3].startswith("  - [values.discipline2]: codes can be mapped for discipline,")
+    assert lines[4].startswith(f"publiek-node: matching.key_file {key}: ")
+    assert "at least 64 hexadecimal characters" in lines[4]
+    assert len(lines) == 5 and "node configuration" not in captured.err
+
+
+def test_the_setup_error_names_each_file_for_callers_that_print_it_whole(tmp_path: Path) -> None:
+    """The Flower ClientApp and other callers of open_node see the text, not the CLI's lines."""
+    from node.config import ConfigError, load_config
+    from node.datasource import SetupError, setup_from_config
+
+    config, mapping, key = broken_node(tmp_path)
+    with pytest.raises(SetupError) as err:
+        setup_from_config(load_config(config))
+    assert isinstance(err.value, ConfigError)  # caught wherever configuration errors are
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"mapping {mapping}: 3 problems" and lines[1].startswith("  - unknown")
+    assert lines[4].startswith(f"matching.key_file {key}: ") and len(lines) == 5
+    assert list(err.value.sections) == [f"mapping {mapping}", f"matching.key_file {key}"]
