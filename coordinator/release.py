@@ -92,6 +92,7 @@ def _table_json(
                 {
                     "not_fitted_with": list(estimate.not_fitted_with),
                     "not_fitted_because": estimate.disagreement,
+                    "not_fitted_test": estimate.disagreement_test,
                 }
                 if estimate.not_fitted_with
                 else {}
@@ -127,6 +128,7 @@ def build_release(
                 values=np.asarray(t.sums, dtype=np.float64),
                 variance=t.sd_total**2,
                 years=t.analysis.query.years,
+                contributors=t.contributors,
             )
             for t in tables
         ]

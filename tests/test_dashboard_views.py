@@ -266,9 +266,9 @@ def test_an_estimated_table_says_how_and_what_its_interval_leaves_out(tmp_path) 
         stored = store.put(_with(doc))
     view = views.release_view(stored)
     shown = {t.analysis_id: t for t in view.tables}
-    # In plain words by its statistic first; the release's own (technical) text folded below.
-    method = shown[first["analysis_id"]].method
-    assert method == views._PLAIN_METHODS.get(first["statistic"], method) and method
+    # In plain words first (the release's own, or a fallback for releases made without one);
+    # the release's technical text folded below.
+    assert shown[first["analysis_id"]].method.startswith("An estimate from noisy counts")
     assert shown[first["analysis_id"]].method_detail.startswith("distinct people")
     assert all(not t.method for t in view.tables if t.analysis_id != first["analysis_id"])
     html = pages.release_page(view, pages.served_links("/"))
@@ -292,8 +292,8 @@ def test_an_estimated_table_does_not_borrow_the_sums_sentences() -> None:
     assert "95 times in 100 the noise is smaller than" not in view.noise
     assert "heaviest buyers" not in view.bound and "counts once" in view.bound
     assert "zero or above" in view.consistency
-    reach["statistic"] = "S9"
-    assert "spreads the sector's cross-institution visitors" in views.table_view(reach, {}).method
+    reach["reach"]["plain"] = "Counted at one institution, modelled across institutions."
+    assert views.table_view(reach, {}).method == reach["reach"]["plain"]
     counted = views.table_view(table({"sector": ["all"]}, [1_000], measure="tickets"), {})
     assert "the interval does not include" in counted.bound
 
@@ -302,10 +302,15 @@ def test_a_table_not_fitted_with_its_family_says_why() -> None:
     t = table({"discipline": ["toneel", "dans"]}, [100, 200], measure="tickets")
     t["post_processing"] |= {
         "not_fitted_with": ["by_quarter"],
-        "not_fitted_because": "not fitted with every table of its family: chi-squared 412",
+        "not_fitted_because": "the tables differ by more than their noise allows",
+        "not_fitted_test": "chi-squared 412 on 15 degrees of freedom; its 99.99% point is 45",
     }
     view = views.table_view(t, {"by_quarter": "Tickets by quarter"})
-    assert "Not made consistent with Tickets by quarter: not fitted" in view.consistency
+    assert (
+        "Not made consistent with Tickets by quarter: the tables differ by more than their noise"
+        " allows." in view.consistency
+    )
+    assert "chi-squared" not in view.consistency  # the test's figures stay in the release file
 
 
 @pytest.mark.parametrize(

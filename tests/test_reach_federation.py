@@ -125,6 +125,19 @@ def test_reach_over_grpc_reveals_no_match_key_and_no_sketch(
         "reach_overlap_discipline",
     }
     assert [t["statistic"] for t in doc["tables"]] == ["S7", "S10", "S7", "S9"]
+    # Each table says in words what made it: the sector sketch's e-mail codes for the sector's
+    # reach, the pairs round and a model for the discipline tables (never the other's text).
+    from coordinator import reach_run
+
+    assert tables["reach_people_by_sector"]["reach"]["plain"] == reach_run.PLAIN_SKETCH
+    assert tables["reach_institutions_per_person"]["reach"]["plain"] == reach_run.PLAIN_S10
+    assert (
+        tables["reach_people_by_discipline"]["reach"]["plain"]
+        == reach_run.PLAIN_PEOPLE_BY_DISCIPLINE
+    )
+    assert (
+        tables["reach_overlap_discipline"]["reach"]["plain"] == reach_run.PLAIN_OVERLAP_DISCIPLINE
+    )
     for h in handlers.values():
         entries = h.ledger.entries()
         assert sorted(e.analysis_id for e in entries) == ["reach_discipline", "reach_sector"]

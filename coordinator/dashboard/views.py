@@ -436,43 +436,17 @@ def table_view(
         n_contributors=len(table["contributors"]),
         excluded=tuple((e["institution_id"], e["reason"]) for e in table.get("excluded", [])),
         open_table=len(cells) <= OPEN_TABLE_CELLS,
-        method=_plain_method(table["statistic"]) if estimated else "",
+        method=_plain_method(estimated) if estimated else "",
         method_detail=str(estimated.get("method", "")),
         method_note=str(estimated.get("note", "")),
     )
 
 
-# What an estimated table rests on, for a reader who is not a statistician; the release's own
-# method text (technical, for analysts) is shown beneath it, folded.
-_PLAIN_METHODS: Final[dict[str, str]] = {
-    "S7": (
-        "Each institution turned its customers' e-mail addresses into codes that only the"
-        " institutions can make, so that a person who visits several institutions can be counted"
-        " once; the institutions added up noisy counts of those codes, and the number of"
-        " distinct people is estimated from them. The estimate rests on a model of how many"
-        " institutions one person visits, whose error the interval does not include (measured"
-        " on the synthetic sector: about 2% of the sector's reach)."
-    ),
-    "S8": (
-        "The distinct people of each region (estimated as in the table of people by region) per"
-        " 1,000 of the region's households, from the public household count the note names."
-    ),
-    "S9": (
-        "People who saw both disciplines at one institution are counted there. People who saw"
-        " them at different institutions cannot be counted privately at this budget; they are"
-        " estimated by a model that spreads the sector's cross-institution visitors over"
-        " disciplines by size (measured on the synthetic sector: shares off by about 0.02 on"
-        " average). The interval does not include that model's error."
-    ),
-    "S10": (
-        "How many institutions one person visits, from a model (a geometric distribution)"
-        " fitted to the same noisy counts as the sector's reach: read its shape, not each cell."
-    ),
-}
-
-
-def _plain_method(statistic: str) -> str:
-    return _PLAIN_METHODS.get(statistic, "An estimate from noisy counts; see the detail below.")
+def _plain_method(estimated: dict[str, Any]) -> str:
+    """What an estimated table rests on, in words: the release says it (``reach.plain``, set
+    per table by the coordinator, which knows which round and model made it)."""
+    plain = str(estimated.get("plain", ""))
+    return plain or "An estimate from noisy counts; see the technical detail below."
 
 
 def _noise_sentence(table: dict[str, Any], unit: str, divisor: int, fitted: bool) -> str:
