@@ -641,7 +641,10 @@ def default_policy_refusals(plan: Plan) -> list[str]:
             # (the last then takes the rest).
             s = Schedule(seg.rho, seg.k, seg.max_depth, seg.max_lloyd_rounds)
             fit = max(s.leaves_rho_after(1), s.lloyd_rho(seg.max_lloyd_rounds - 1, final=True))
-            tasks.append((f"segmentation {seg.id!r}, its largest fit round", fit, None))
+            what = (
+                f"segmentation {seg.id!r}, its largest possible fit round (if the tree stops early)"
+            )
+            tasks.append((what, fit, None))
         tasks += [(f"segmentation {seg.id!r}, table {t.id!r}", t.rho, None) for t in seg.tables]
     for reach in plan.reaches:
         tasks += [

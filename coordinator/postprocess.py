@@ -323,8 +323,10 @@ def post_process(tables: list[NoisyTable]) -> dict[str, Estimate]:
 def _agrees(family: _Family) -> tuple[bool, str]:
     stat, df = disagreement(family)
     limit = chi2_upper_point(df)
+    names = ", ".join(t.analysis_id for t in family.members)
     return stat <= limit, (
-        f"chi-squared {stat:,.0f} on {df} degrees of freedom; its 99.99% point is {limit:,.0f}"
+        f"{names} together: chi-squared {stat:,.0f} on {df} degrees of freedom; its 99.99% point"
+        f" is {limit:,.0f}"
     )
 
 

@@ -212,7 +212,8 @@ def test_check_plan_warns_about_a_task_over_the_default_rho_cap(
     code, warnings = _check_plan(tmp_path, CASES["segmentation fit"], capsys)
     assert code == 0 and len(warnings) == 1
     assert warnings[0].startswith(
-        WARNING + "segmentation 's12', its largest fit round: one task costs rho "
+        WARNING + "segmentation 's12', its largest possible fit round (if the tree stops early):"
+        " one task costs rho "
     )
 
 
