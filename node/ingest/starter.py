@@ -16,7 +16,7 @@ import polars as pl
 
 from node.ingest.forbidden import forbidden_reason
 from node.ingest.mapping import CODE_FIELDS, KNOWN_FIELDS, READ_FIELDS, norm_code
-from node.ingest.parse import ISO_DATETIME_FORMATS, read_datetimes
+from node.ingest.parse import datetime_fallback, read_datetimes
 from node.ingest.sources import CsvFile, Source, SourceError, delimiter_name
 from protocols.vocabulary import REQUIRED_COLUMNS
 
@@ -173,24 +173,32 @@ def guess_date_format(values: pl.Series, two_digit_years: bool = True) -> DateGu
     """ISO 8601, or the day-first pattern that reads the most values; recognised only when it
     reads more than half of them (else ``unrecognised`` shows one it cannot read).
 
+    ISO 8601 counts what ``check`` reads without a pattern: every ISO variant, a zone suffix
+    (``parse.datetime_fallback``), so a column mixing them, or ending in ``+01:00`` or ``Z``,
+    needs no pattern. A column typed as a date (Parquet, a database) needs none either.
     ``two_digit_years`` False leaves out %y, for birth dates: is '03-04-24' 1924 or 2024?
     """
+    if isinstance(values.dtype, pl.Date | pl.Datetime):
+        return DateGuess(None)
     sample = values.cast(pl.String).str.strip_chars().drop_nulls()
     sample = sample.filter(sample.str.len_bytes() > 0).head(500)
     if sample.len() == 0:
         return DateGuess(None)
 
-    def hits(fmt: str) -> int:
-        return int(read_datetimes(sample, fmt).is_not_null().sum())
-
+    iso = datetime_fallback(None)(sample)
+    iso_hits = sample.len() - iso.null_count()
     day_first = [f for f in DAY_FIRST_FORMATS if two_digit_years or "%y" not in f]
-    iso = max(ISO_DATETIME_FORMATS, key=hits)
-    best = max(day_first, key=hits)
-    fmt = best if hits(best) > hits(iso) else None
-    if 2 * hits(best if fmt else iso) > sample.len():
+    reads = {f: read_datetimes(sample, f) for f in day_first}
+    hits = {f: sample.len() - r.null_count() for f, r in reads.items()}
+    best = max(day_first, key=hits.__getitem__)  # the first listed on a tie
+    fmt = best if hits[best] > iso_hits else None  # ISO on a tie: what check reads by default
+    if 2 * max(hits[best], iso_hits) > sample.len():
         return DateGuess(fmt)
-    read = pl.select(pl.coalesce([read_datetimes(sample, f) for f in (iso, best)])).to_series()
-    return DateGuess(fmt, unrecognised=str(sample.filter(read.is_null())[0]))
+    read = pl.select(pl.coalesce(iso, reads[best])).to_series()
+    unread = sample.filter(read.is_null())
+    if unread.is_empty():  # half ISO, half `best`: check names the half it cannot read
+        return DateGuess(fmt)
+    return DateGuess(fmt, unrecognised=str(unread[0]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,9 +312,8 @@ def starter_mapping(source: Source, origin: str) -> Starter:
             bguess = guess_date_format(rows["birth_date"], two_digit_years=False)
             if bguess.unrecognised is not None:
                 unread_dates.append(_unrecognised(guessed["birth_date"], None, "birth_date"))
-            elif bguess.format:
-                bfmt = bguess.format.split(" ")[0]
-                out.append(f"birth_date = {_toml_str(bfmt)}   # guessed: check")
+            elif bguess.format:  # whole: a date-only pattern does not read '17-05-1970 00:00'
+                out.append(f"birth_date = {_toml_str(bguess.format)}   # guessed: check")
     out += [f"# {line}" for line in unread_dates]
     out.append(fmt_note)
 

@@ -155,6 +155,8 @@ def _typed(raw: pl.DataFrame, mapping: Mapping, default_country: str) -> pl.Data
         typed = parse.patch(typed, raw, f, f, parse.datetime_fallback(mapping.datetime_format))
     typed = parse.patch(typed, raw, "price_paid_eur", "price_paid_eur", parse.number_fallback)
     typed = parse.patch(typed, raw, "birth_year", "birth_year", parse.integer_fallback)
+    birth_dates = parse.birth_date_fallback(mapping.birth_date_format)
+    typed = parse.patch(typed, raw, "_birth_date_year", "birth_date", birth_dates)
     area = parse.postcode_fix(
         typed["home_area"], raw["postcode"], distinct["postcode"], typed["country"]
     )
