@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from node.cli import main as node_main
-from node.ingest.mapping import load_mapping
+from node.ingest.mapping import Mapping, load_mapping
 from node.ingest.pipeline import IngestSettings, ingest
 from node.ingest.sources import file_source
 from node.ingest.starter import guess_date_format
@@ -44,8 +44,9 @@ def check(capsys: Any, *args: str | Path) -> tuple[int, str]:
     return code, said.out
 
 
-def lines(export: Path, mapping: Path) -> pl.DataFrame:
-    settings = IngestSettings(mapping=load_mapping(mapping), today=TODAY)
+def lines(export: Path, mapping: Path | None = None) -> pl.DataFrame:
+    chosen = load_mapping(mapping) if mapping is not None else Mapping()
+    settings = IngestSettings(mapping=chosen, today=TODAY)
     return ingest(file_source(export), settings).lines
 
 
@@ -123,8 +124,8 @@ def test_a_pattern_with_a_zone_offset_reads_local_times(
 
 
 def test_a_pattern_with_a_zone_name_reads_the_time_as_written(tmp_path: Path, capsys: Any) -> None:
-    """polars reads %Z and drops it (no zone-aware result): the time is taken as local, as a
-    zone suffix on ISO dates is (docs/node-data.md)."""
+    """polars reads %Z and drops it (no zone-aware result): the time is taken as local. (A
+    numeric offset is converted, with %z or without a pattern: see the next test.)"""
     rows = dated(30, ["2024-01-14 11:00 CET"], ["2024-07-14 20:00 CEST"])
     export = write_tickets(tmp_path / "t.csv", rows)
     mapping = tmp_path / "m.toml"
@@ -220,3 +221,17 @@ def test_typed_zone_aware_dates_in_parquet_need_no_pattern(tmp_path: Path, capsy
     assert set(lines(export, mapping)["performance_start"].to_list()) == {
         datetime(2024, 7, 15, 20, 0)
     }
+
+
+def test_iso_dates_with_an_offset_and_no_pattern_are_converted_like_a_zone_pattern(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """Without a pattern, 19:00Z is 20:00 in Amsterdam in winter, as with %z: one reading of a
+    written offset whichever way the export is read (they differed: the zone was dropped)."""
+    rows = dated(30, ["2024-01-14T19:00:00Z"], ["2023-12-31T23:30:00+00:00"])
+    export = write_tickets(tmp_path / "t.csv", rows)
+    code, out = check(capsys, export)
+    assert code == 0, out
+    got = lines(export)
+    assert set(got["order_datetime"].to_list()) == {datetime(2024, 1, 14, 20, 0)}
+    assert set(got["performance_start"].to_list()) == {datetime(2024, 1, 1, 0, 30)}

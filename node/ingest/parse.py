@@ -204,7 +204,8 @@ def datetime_expr(col: str, dtype: pl.DataType, fmt: str) -> pl.Expr:
 
 
 def datetime_fallback(fmt: str | None) -> Callable[[pl.Series], pl.Series]:
-    """Re-read values the fast path missed: trimmed, zone suffix dropped, every ISO variant.
+    """Re-read values the fast path missed: trimmed, every ISO variant, and a zone suffix
+    (``Z``, ``+01:00``, ``+0100``) read as the offset it is and converted to local time.
 
     With a pattern: trimmed, and for a pattern with an offset a final ``Z`` read as ``+00:00``
     (polars' ``%z`` reads ``+01:00`` or ``+0100`` but not the ``Z`` many exports write for UTC).
@@ -214,8 +215,21 @@ def datetime_fallback(fmt: str | None) -> Callable[[pl.Series], pl.Series]:
     def fallback(sub: pl.Series) -> pl.Series:
         s = sub.cast(pl.String).str.strip_chars()
         if fmt is None:
-            s = s.str.replace(_ZONE_SUFFIX, "")
-        elif zone_aware(fmt):
+            # A written offset says which clock the time is on: read it and convert to local
+            # time, as a pattern with %z does (19:00Z is 20:00 in Amsterdam in winter).
+            zoned = s.str.contains(_ZONE_SUFFIX).fill_null(False)
+            plain = s.str.replace(_ZONE_SUFFIX, "")
+            tries = [read_datetimes(plain, f) for f in formats]
+            if zoned.any():
+                offset = s.str.replace(r"\s*[Zz]$", "+00:00").str.replace(
+                    r"\s*([+-]\d{2}):?(\d{2})$", "$1$2"
+                )
+                local = pl.select(
+                    pl.coalesce([read_datetimes(offset, f + "%z") for f in formats])
+                ).to_series()
+                tries = [local.set(~zoned, None), *tries]
+            return pl.select(pl.coalesce(tries)).to_series()
+        if zone_aware(fmt):
             s = s.str.replace(r"[Zz]$", "+00:00")
         tries = [read_datetimes(s, f) for f in formats]
         return pl.select(pl.coalesce(tries)).to_series()
