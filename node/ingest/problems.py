@@ -60,19 +60,14 @@ class Kind(StrEnum):
     IMPLAUSIBLE_PRICE = "implausible price"
 
 
-def hint(column: str, kind: str, messages: list[str] | None = None) -> str | None:
-    """What to do about a kind of problem, said once above its rows.
-
-    ``messages`` are the rows' own messages (a few distinct ones): the advice on dates quotes a
-    value from them and, when it can tell, the pattern that reads it.
-    """
+def hint(column: str, kind: str) -> str | None:
+    """What to do about a kind of problem, said once above its rows. (Unreadable dates get
+    theirs from ``_date_hint``, once over both date columns, in the grouped view.)"""
     if kind == Kind.UNKNOWN_CODE and column in CODE_FIELDS:
         return (
             f"map your codes under [values.{column}] in the mapping file; {column} codes:"
             f" {', '.join(CODE_FIELDS[column])}"
         )
-    if kind == Kind.NOT_A_DATETIME:
-        return _date_hint(messages or [])
     return _HINTS.get(kind)
 
 
